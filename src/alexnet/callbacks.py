@@ -1,0 +1,111 @@
+"""Callbacks the stock Lightning set lacks: Figure 3's conv1 filters, and a progress bar for batch jobs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torchvision.utils import make_grid, save_image
+
+
+def images_in_batch(batch: tuple[torch.Tensor, ...]) -> int:
+    """Batch size for ThroughputMonitor: the logged rate is images per second."""
+    return batch[0].shape[0]
+
+
+def conv1_grids(weight: torch.Tensor, towers: int, upscale: int = 4) -> list[torch.Tensor]:
+    """One (3, H, W) image grid per tower of conv1's kernels, as in the paper's Figure 3.
+
+    Each kernel is stretched to [0, 1] on its own, so the colour and frequency
+    selectivity of every filter is visible whatever its scale.
+    """
+    w = weight.detach().float().cpu()
+    low = w.amin(dim=(1, 2, 3), keepdim=True)
+    high = w.amax(dim=(1, 2, 3), keepdim=True)
+    w = (w - low) / (high - low).clamp_min(1e-12)
+    w = w.repeat_interleave(upscale, dim=2).repeat_interleave(upscale, dim=3)
+    per_tower = w.shape[0] // towers
+    return [make_grid(t, nrow=16, padding=2, pad_value=1.0) for t in w.split(per_tower)]
+
+
+class Conv1Filters(L.Callback):
+    """Saves conv1's kernels as one image grid per tower every ``every_n_epochs`` epochs.
+
+    PNGs go to ``<dirpath>/epoch=NNN-tower=T.png`` and, when a W&B logger is
+    attached, to the run as ``conv1/tower_T``.
+    """
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1) -> None:
+        self.dirpath, self.every_n_epochs = Path(dirpath), every_n_epochs
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        model = pl_module.model
+        grids = conv1_grids(model.conv1.weight, getattr(model, "towers", 1))
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        for tower, grid in enumerate(grids, 1):
+            save_image(grid, self.dirpath / f"epoch={trainer.current_epoch:03d}-tower={tower}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                keys = [f"conv1/tower_{t}" for t in range(1, len(grids) + 1)]
+                logger.log_image(key="conv1", images=grids, caption=keys, step=trainer.global_step)
+
+
+class LineProgressBar(ProgressBar):
+    """Progress as plain log lines, for batch jobs whose output is a file and not a terminal.
+
+    A bar redrawn with carriage returns turns a log file into one huge line;
+    this prints one line every ``every_n_steps`` training steps and one at the
+    end of each validation, with the same metrics the bar shows.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+        self._start = time.perf_counter()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, what: str) -> None:
+        if not self._enabled:
+            return
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        elapsed = time.perf_counter() - self._start
+        rank_zero_info(f"[{elapsed:7.0f}s] epoch {trainer.current_epoch} {what} {shown}")
+        sys.stdout.flush()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = batch_idx + 1
+        if step % self.every_n_steps == 0 or step == self.total_train_batches:
+            self._line(trainer, pl_module, f"step {step}/{self.total_train_batches}")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._line(trainer, pl_module, "validation")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._line(trainer, pl_module, "test done")
+
+
+def progress_bar(refresh_rate: int = 1, every_n_steps: int = 50) -> ProgressBar:
+    """A tqdm bar on a terminal, plain lines otherwise (SLURM, nohup, CI)."""
+    if sys.stdout.isatty():
+        return TQDMProgressBar(refresh_rate=refresh_rate)
+    return LineProgressBar(every_n_steps=every_n_steps)

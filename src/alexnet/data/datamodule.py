@@ -1,0 +1,250 @@
+"""One LightningDataModule for every data set in ImageFolder layout, ImageNet and the demo alike.
+
+    root/train/<class>/*.JPEG
+    root/val/<class>/*.JPEG
+
+Bad input is caught in ``setup`` before the first step: a missing root, a split
+without class folders, train and val with different classes, and (with
+``verify``) any file that does not decode, each named with its fix. Grayscale,
+CMYK and PNG-in-JPEG files, all present in ILSVRC-2012, are decoded by content
+and converted to RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets
+
+from alexnet.data.stats import load_stats
+from alexnet.data.transforms import (
+    IMAGENET_EIGVAL,
+    IMAGENET_EIGVEC,
+    IMAGENET_MEAN,
+    PCALighting,
+    SubtractMean,
+    eval_transform,
+    train_transform,
+)
+
+log = logging.getLogger(__name__)
+LAYOUT = "root/train/<class>/<image> and root/val/<class>/<image>"
+
+
+class DataError(RuntimeError):
+    """The data on disk cannot be used as configured; the message says how to fix it."""
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Decode any image PIL can read by its content (not its extension) into RGB."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:
+        raise DataError(
+            f"cannot decode image {path}: {error}. Replace the file with a good copy or delete it "
+            "(data.verify=true lists every such file before training starts)."
+        ) from error
+
+
+class _Probe(Dataset):
+    """Decodes each file fully and reports failures instead of raising, for the verify pass."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> str:
+        try:
+            load_rgb(self.paths[index]).load()
+            return ""
+        except DataError as error:
+            return str(error.__cause__)
+
+
+def find_bad_images(paths: Sequence[str], workers: int = 0) -> list[tuple[str, str]]:
+    """(path, reason) for every file that fails to decode, checked in parallel."""
+    loader = DataLoader(_Probe(paths), batch_size=64, num_workers=workers, collate_fn=list)
+    reasons = [reason for batch in loader for reason in batch]
+    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r]
+
+
+def synset_words(root: str | Path) -> dict[str, str] | None:
+    """Class folder name -> words, from ``LOC_synset_mapping.txt`` or ``synset_words.txt`` if present."""
+    for name in ("LOC_synset_mapping.txt", "synset_words.txt", "classnames.txt"):
+        path = Path(root) / name
+        if path.is_file():
+            pairs = (line.strip().split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+            return {p[0]: (p[1] if len(p) > 1 else p[0]) for p in pairs}
+    return None
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """The paper's data pipeline over an ImageFolder tree.
+
+    Args:
+        root: folder holding ``train/`` and ``val/``.
+        batch_size: global batch (the paper: 128).
+        num_workers: DataLoader worker processes per device.
+        stats: file from ``python -m alexnet.data.stats``; its mean and eigen-decomposition
+            replace ``mean``, ``eigval`` and ``eigvec``.
+        mean, eigval, eigvec: RGB statistics at pixel scale [0, 1] (defaults: ImageNet).
+        per_pixel_mean: subtract the mean image (needs ``stats``) instead of the channel mean.
+        lighting_std: std of PCA lighting's coefficients (§4.1: 0.1); 0 disables it.
+        input_scale: 255 feeds the model raw-range pixels as the paper did; 1 keeps [0, 1].
+        verify: decode every image once in ``setup`` and stop with a list of bad files.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        stats: str | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        eigval: Sequence[float] = IMAGENET_EIGVAL,
+        eigvec: Sequence[Sequence[float]] = IMAGENET_EIGVEC,
+        per_pixel_mean: bool = False,
+        lighting_std: float = 0.1,
+        input_scale: float = 255.0,
+        verify: bool = True,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size} is not valid; it must be >= 1")
+        if lighting_std < 0:
+            raise ValueError(f"data.lighting_std={lighting_std} is not valid; it must be >= 0")
+        self.root = Path(root).expanduser()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.stats, self.mean, self.eigval, self.eigvec = stats, mean, eigval, eigvec
+        self.per_pixel_mean, self.lighting_std, self.input_scale = per_pixel_mean, lighting_std, input_scale
+        self.verify, self.pin_memory = verify, pin_memory
+        self.train_set: datasets.ImageFolder | None = None
+        self.val_set: datasets.ImageFolder | None = None
+        self.test_set: datasets.ImageFolder | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        """Class folder names, in label order (known after ``setup``)."""
+        return self._split("val").classes if self.val_set is None else self.val_set.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_names(self) -> list[str]:
+        """Classes as words where the root has a synset-to-name file, else folder names."""
+        words = synset_words(self.root) or {}
+        return [words.get(c, c) for c in self.classes]
+
+    def _split(self, split: str, transform=None) -> datasets.ImageFolder:
+        folder = self.root / split
+        if not self.root.is_dir():
+            raise DataError(
+                f"data.root={self.root} does not exist. Point data.root at a folder laid out as {LAYOUT} "
+                "(for ILSVRC-2012, sort the flat val/ folder first: python -m alexnet.data.imagenet --help)."
+            )
+        if not folder.is_dir():
+            raise DataError(f"{folder} is missing: data.root must hold {LAYOUT}.")
+        try:
+            return datasets.ImageFolder(folder, transform=transform, loader=load_rgb)
+        except FileNotFoundError as error:  # no class folders, or class folders without images
+            raise DataError(f"{folder} has no usable class folders ({error}); expected {LAYOUT}.") from error
+
+    def _normalization(self) -> tuple[SubtractMean, PCALighting | None]:
+        mean, eigval, eigvec = self.mean, self.eigval, self.eigvec
+        if self.stats is not None:
+            stats = load_stats(self.stats)
+            mean = stats["mean_image"] if self.per_pixel_mean else stats["mean"]
+            eigval, eigvec = stats["eigval"], stats["eigvec"]
+        elif self.per_pixel_mean:
+            raise ValueError("data.per_pixel_mean=true needs data.stats (python -m alexnet.data.stats)")
+        lighting = PCALighting(eigval, eigvec, self.lighting_std) if self.lighting_std > 0 else None
+        return SubtractMean(mean, self.input_scale), lighting
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_set is not None:
+            return
+        mean, lighting = self._normalization()
+        self.train_set = self._split("train", train_transform(mean, lighting))
+        self.val_set = self._split("val", eval_transform(mean))
+        self.test_set = self._split("val", eval_transform(mean, ten_crop=True))
+        if self.train_set.classes != self.val_set.classes:
+            only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
+            only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
+            raise DataError(
+                f"train/ and val/ under {self.root} have different classes (only in train: {only_train}, "
+                f"only in val: {only_val}). Both splits need the same class folders."
+            )
+        if self.verify:
+            self._verify()
+
+    def _verify(self) -> None:
+        paths = [p for split in (self.train_set, self.val_set) for p, _ in split.samples]
+        log.info("Checking that all %d images decode (data.verify=false skips this)", len(paths))
+        bad = find_bad_images(paths, self.num_workers)
+        if bad:
+            listing = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DataError(
+                f"{len(bad)} image(s) under {self.root} cannot be decoded:\n{listing}{more}\n"
+                "Replace them with good copies or delete them, then run again."
+            )
+
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            # Fresh workers each epoch draw their seeds from the global RNG, which the
+            # checkpoint restores: a resumed run then augments exactly as an unbroken one.
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False, batch_size=self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        # Ten patches per image: keep the number of crops per batch near the training batch.
+        return self._loader(self.test_set, shuffle=False, batch_size=max(1, self.batch_size // 10))
+
+
+class ShapesDataModule(ImageFolderDataModule):
+    """The demo data: generated into ``root`` on first use (see :mod:`alexnet.data.shapes`)."""
+
+    def __init__(
+        self, root: str, train_per_class: int = 600, val_per_class: int = 50, seed: int = 2012, **kwargs
+    ) -> None:
+        kwargs.setdefault("stats", str(Path(root) / "stats.pt"))  # written with the images
+        super().__init__(root, **kwargs)
+        self.generation = {"train_per_class": train_per_class, "val_per_class": val_per_class, "seed": seed}
+
+    def prepare_data(self) -> None:
+        from alexnet.data.shapes import generate
+        from alexnet.data.stats import compute_stats
+
+        generate(self.root, **self.generation)
+        stats = self.root / "stats.pt"
+        if not stats.exists():
+            partial = stats.with_suffix(".partial")
+            torch.save(compute_stats(self.root, workers=self.num_workers), partial)
+            partial.rename(stats)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # a no-op when the data and its stats are there; needed outside a Trainer
+        super().setup(stage)

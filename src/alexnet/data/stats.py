@@ -1,0 +1,92 @@
+"""Training-set statistics for mean subtraction and PCA lighting (§2, §4.1).
+
+    python -m alexnet.data.stats /datasets/ilsvrc2012            # writes <root>/stats.pt
+    python -m alexnet.data.stats /datasets/ilsvrc2012 --max-images 100000 --out imagenet-stats.pt
+
+Then point the data config at the file: ``data.stats=/path/to/stats.pt``.
+Every statistic is taken over the 256x256 images the model's crops come from,
+at pixel scale [0, 1]: the per-channel mean, the per-pixel mean image, and the
+eigenvalues/eigenvectors of the 3x3 covariance of RGB values over all pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from alexnet.data.transforms import RESIZE
+
+
+def compute_stats(
+    root: str | Path, max_images: int | None = None, workers: int = 2, batch_size: int = 64
+) -> dict[str, torch.Tensor | int]:
+    """Mean (channel and pixel) and RGB eigen-decomposition of ``root/train``."""
+    from alexnet.data.datamodule import load_rgb  # the same decoding as training
+
+    transform = v2.Compose([v2.ToImage(), v2.Resize(RESIZE, antialias=True), v2.CenterCrop(RESIZE)])
+    dataset = datasets.ImageFolder(Path(root) / "train", transform=transform, loader=load_rgb)
+    if max_images is not None and max_images < len(dataset):
+        # An evenly spaced subset covers every class (ImageFolder sorts by class).
+        step = len(dataset) / max_images
+        dataset = Subset(dataset, [int(i * step) for i in range(max_images)])
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    pixel_sum = torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64)
+    outer = torch.zeros(3, 3, dtype=torch.float64)
+    count = 0
+    for images, _ in loader:
+        x = images.to(torch.float64) / 255.0
+        pixel_sum += x.sum(0)
+        flat = x.permute(1, 0, 2, 3).reshape(3, -1)
+        outer += flat @ flat.T
+        count += x.shape[0]
+    if count == 0:
+        raise ValueError(f"no training images under {Path(root) / 'train'}")
+    mean_image = pixel_sum / count
+    mean = mean_image.mean((1, 2))
+    pixels = count * RESIZE * RESIZE
+    covariance = outer / pixels - torch.outer(mean, mean)
+    eigval, eigvec = torch.linalg.eigh(covariance)  # ascending; the paper's order is by size
+    order = eigval.argsort(descending=True)
+    return {
+        "mean": mean.float(),
+        "mean_image": mean_image.float(),
+        "eigval": eigval[order].float(),
+        "eigvec": eigvec[:, order].float(),  # columns are the eigenvectors
+        "num_images": count,
+    }
+
+
+def load_stats(path: str | Path) -> dict[str, torch.Tensor | int]:
+    """Read a file written by :func:`compute_stats`'s command, with a clear error if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"data.stats={path} does not exist. Compute it with `python -m alexnet.data.stats <data root>` "
+            "or set data.stats=null to use the ImageNet values in the data config."
+        )
+    return torch.load(path, weights_only=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="data root holding train/<class>/*")
+    parser.add_argument("--out", type=Path, help="output file (default: <root>/stats.pt)")
+    parser.add_argument("--max-images", type=int, help="use an evenly spaced subset of this size")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    stats = compute_stats(args.root, args.max_images, args.workers)
+    out = args.out or args.root / "stats.pt"
+    torch.save(stats, out)
+    print(f"{stats['num_images']} images -> {out}")
+    print(f"mean   {[round(v, 4) for v in stats['mean'].tolist()]}")
+    print(f"eigval {[round(v, 4) for v in stats['eigval'].tolist()]}")
+    print(f"eigvec {[[round(v, 4) for v in row] for row in stats['eigvec'].tolist()]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The LightningModule: cross-entropy training with the paper's error metrics (§5, §6).
+
+Errors, not accuracies, because the paper reports top-1 and top-5 *error*. The
+test step scores the centre crop and the ten-patch average (§4.1: softmax
+averaged over four corners, centre and their reflections) in one pass.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+CENTRE = 4  # TenCrop's order: four corners, centre, then the reflected five
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class TopKError(MulticlassAccuracy):
+    """Top-k error (1 - top-k accuracy, micro-averaged), the paper's measure."""
+
+    def __init__(self, num_classes: int, k: int) -> None:
+        super().__init__(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
+
+    def compute(self) -> Tensor:
+        return 1.0 - super().compute()
+
+
+def _errors(num_classes: int) -> nn.ModuleDict:
+    return nn.ModuleDict({f"top{k}_error": TopKError(num_classes, k) for k in (1, 5)})
+
+
+class AlexNetModule(L.LightningModule):
+    """Trains any classifier the paper's way; ``model`` is usually :class:`alexnet.model.AlexNet`.
+
+    Args:
+        model: the network (its state dict keys become ``model.<name>`` in checkpoints).
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); built once here as well,
+            so an invalid lr or weight decay fails before any data is read. None to evaluate only.
+        scheduler: ``optimizer -> LR scheduler`` or None. ReduceLROnPlateau watches ``monitor``.
+        monitor: the metric the scheduler watches (§5: the validation error).
+        channels_last: run convolutions in NHWC, faster on CPUs and tensor cores.
+        config: the resolved run configuration, stored in checkpoints and sent to the loggers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        monitor: str = "val/top1_error",
+        channels_last: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config or {}})
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.channels_last = monitor, channels_last
+        if optimizer is not None:
+            try:
+                optimizer(model.parameters())
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"invalid optimizer setting: {error} (see the optimizer.* keys)") from error
+        num_classes = model.fc8.out_features if hasattr(model, "fc8") else config["model"]["num_classes"]
+        self.train_errors, self.val_errors = _errors(num_classes), _errors(num_classes)
+        self.centre_crop_errors, self.ten_crop_errors = _errors(num_classes), _errors(num_classes)
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    def configure_model(self) -> None:
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def _log_errors(self, errors: nn.ModuleDict, prefix: str, **kwargs: Any) -> None:
+        for name, metric in errors.items():
+            self.log(f"{prefix}{name}", metric, **kwargs)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        for metric in self.train_errors.values():
+            metric.update(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self._log_errors(self.train_errors, "train/", on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        for metric in self.val_errors.values():
+            metric.update(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True)
+        self._log_errors(self.val_errors, "val/", prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        patches, labels = batch  # (N, 10, 3, 227, 227)
+        n, crops = patches.shape[:2]
+        logits = self(patches.flatten(0, 1)).view(n, crops, -1).float()
+        probs = logits.softmax(-1)
+        for name in self.ten_crop_errors:
+            self.ten_crop_errors[name].update(probs.mean(1), labels)
+            self.centre_crop_errors[name].update(probs[:, CENTRE], labels)
+        self._log_errors(self.centre_crop_errors, "test/centre_crop_")
+        self._log_errors(self.ten_crop_errors, "test/ten_crop_")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.optimizer_factory is None:
+            raise RuntimeError("AlexNetModule was built without an optimizer: it can evaluate, not train")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = {"scheduler": self.scheduler_factory(optimizer), "monitor": self.monitor, "interval": "epoch"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # Exact resume: the checkpoint carries the RNG states, which are put back at the
+    # start of the next training epoch, the point where an unbroken run would draw next
+    # (the shuffle order, each worker's augmentation seed, the dropout masks).
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # As tensors and plain Python values, so the checkpoint loads with weights_only=True.
+            "numpy": [
+                torch.from_numpy(v.astype(np.int64)) if isinstance(v, np.ndarray) else v for v in np.random.get_state()
+            ],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_epoch_start(self) -> None:
+        states, self._rng_to_restore = self._rng_to_restore, None
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        random.setstate(states["python"])

@@ -1,0 +1,118 @@
+"""Experiment tracking that never stops a run: W&B online when logged in, offline otherwise.
+
+An offline run is a real W&B run directory (``<run dir>/wandb/offline-run-*``)
+that ``wandb sync`` uploads later; nothing here ever asks for a login. If W&B
+is not installed or cannot start, training goes on with the CSV log alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_logged_in() -> bool:
+    """True if W&B has credentials: ``WANDB_API_KEY`` or a netrc entry for its host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return path.is_file() and netrc.netrc(path).authenticators(host) is not None
+    except (netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """ "auto" means online with credentials and offline without; ``WANDB_MODE`` wins if set."""
+    if mode not in MODES:
+        raise ValueError(f"logger.wandb.mode={mode!r} is not valid; allowed values: {list(MODES)}")
+    if mode == "auto":
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    return mode
+
+
+def hydra_run_info() -> dict[str, Any]:
+    """Name, group and tags for the W&B run from Hydra's runtime (empty outside Hydra).
+
+    Each multirun job gets its own run, grouped by sweep, so the dashboard
+    compares the sweep's points side by side.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra = HydraConfig.get()
+    except (ImportError, ValueError):
+        return {}
+    experiment = hydra.runtime.choices.get("experiment") or "default"
+    info: dict[str, Any] = {"tags": [experiment, hydra.runtime.choices.get("data", "data")]}
+    if hydra.mode == RunMode.MULTIRUN:
+        info["group"] = f"{Path(hydra.sweep.dir).name}"
+        info["name"] = f"{hydra.job.num}:{hydra.job.override_dirname or experiment}"
+    else:
+        info["name"] = f"{experiment}:{Path(hydra.runtime.output_dir).name}"
+    return info
+
+
+def git_commit() -> str | None:
+    """The commit of the code being run (with "-dirty" if it has uncommitted changes)."""
+    root = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=root, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def wandb_logger(save_dir: str, project: str = "alexnet-lab", mode: str = "auto", **kwargs: Any) -> Logger | None:
+    """A started ``WandbLogger``, or None (with a warning) when W&B cannot run.
+
+    The run is started here rather than on first use, so that a W&B failure
+    shows at the start and falls back to offline mode instead of ending the run.
+    """
+    mode = resolve_mode(mode)
+    if mode == "disabled":
+        return None
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        log.warning("wandb is not installed: logging to CSV only (pip install wandb)")
+        return None
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    options = {**hydra_run_info(), **{k: v for k, v in kwargs.items() if v is not None}}
+    for attempt in (mode, "offline") if mode == "online" else (mode,):
+        try:
+            logger = WandbLogger(save_dir=save_dir, project=project, offline=attempt == "offline", **options)
+            logger.experiment  # noqa: B018 - starts the run now
+            return logger
+        except Exception as error:
+            log.warning("W&B could not start in %s mode (%s)", attempt, error)
+    log.warning("W&B is unavailable: logging to CSV only")
+    return None
+
+
+def finish_wandb(loggers: list[Logger]) -> None:
+    """End the W&B run (multirun jobs must not share one) and say how to upload an offline one."""
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb
+
+        run = logger.experiment
+        offline = run.settings.mode == "offline" if hasattr(run, "settings") else False
+        run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
+        wandb.finish()
+        if offline and run_dir is not None:
+            log.info("W&B offline run saved; upload it with: wandb sync %s", run_dir)

@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small, fast, offline runs of train.py/eval.py for the CLI tests.
+FAST = [
+    "data.train_per_class=4",
+    "data.val_per_class=2",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "trainer.fast_dev_run=true",
+]
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "fox"), train=4, val=2, size=(64, 48)) -> Path:
+    """root/{train,val}/<class>/*.JPEG of random RGB noise with a class-dependent tint."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val)):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+                pixels[..., c % 3] = 255
+                Image.fromarray(pixels).save(folder / f"{name}_{i}.JPEG")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "folder")
+
+
+def run_cli(script: str, *overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run train.py/eval.py as a user would, from ``cwd`` (where data/ and logs/ go)."""
+    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1"}
+    environment.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=cwd,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

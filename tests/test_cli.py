@@ -1,0 +1,189 @@
+"""train.py and eval.py as a user runs them: experiments, errors, tracking, checkpoints, resume."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, ROOT, run_cli
+from wandb_records import summarize
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# A real (not fast_dev_run) run, a few batches per epoch.
+SHORT = [
+    "data.train_per_class=4",
+    "data.val_per_class=2",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def _ok(result) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+def _run_dirs(cwd: Path) -> list[Path]:
+    return sorted((cwd / "logs" / "train" / "runs").iterdir())
+
+
+def _metrics(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """One working directory for the module: the demo data is generated once."""
+    return tmp_path_factory.mktemp("cli")
+
+
+def test_the_expected_experiments_exist():
+    assert set(EXPERIMENTS) >= {
+        "paper", "ablate_lrn", "ablate_overlap", "ablate_towers", "ablate_groups",
+        "ablate_dropout", "ablate_relu", "ablate_lighting",
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_experiment_composes_and_runs_one_batch(workdir):
+    result = run_cli("train.py", "-m", "experiment=glob(*)", "logger=csv", *FAST, cwd=workdir)
+    _ok(result)
+    jobs = sorted((workdir / "logs" / "train" / "multiruns").glob("*/*/.hydra/overrides.yaml"))
+    assert len(jobs) == len(EXPERIMENTS)
+    assert {j.read_text().split("experiment=")[1].split()[0] for j in jobs} == set(EXPERIMENTS)
+
+
+@pytest.mark.slow
+def test_each_ablation_reaches_the_model(workdir):
+    """The resolved config of each job carries its experiment's change."""
+    expected = {
+        "ablate_lrn": ("model", "lrn", False),
+        "ablate_overlap": ("model", "overlap", False),
+        "ablate_towers": ("model", "towers", 1),
+        "ablate_groups": ("model", "grouped", False),
+        "ablate_dropout": ("model", "dropout", 0.0),
+        "ablate_relu": ("model", "activation", "tanh"),
+        "ablate_lighting": ("data", "lighting_std", 0.0),
+        "paper": ("optimizer", "_target_", "torch.optim.SGD"),
+    }
+    import yaml
+
+    for name, (group, key, value) in expected.items():
+        result = run_cli("train.py", f"experiment={name}", "--cfg", "job", cwd=workdir)
+        _ok(result)
+        assert yaml.safe_load(result.stdout)[group][key] == value, name
+
+
+@pytest.mark.slow
+def test_short_run_writes_everything_and_eval_agrees(workdir):
+    result = run_cli("train.py", "trainer.max_epochs=2", *SHORT, cwd=workdir)
+    _ok(result)
+    run = _run_dirs(workdir)[-1]
+    # metrics.csv: two validated epochs, errors in [0, 1], the lr and the image rate logged.
+    rows = _metrics(run)
+    val = [r for r in rows if r.get("val/top1_error")]
+    assert [int(r["epoch"]) for r in val] == [0, 1]
+    assert all(0 <= float(r["val/top1_error"]) <= 1 for r in val)
+    assert any(r.get("lr-Adam") for r in rows)
+    assert any(r.get("train/samples_per_sec") for r in rows)
+    # Checkpoints: last and best; conv1 filters, one grid per tower per epoch.
+    ckpts = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
+    assert "last.ckpt" in ckpts and any(n.startswith("epoch=") for n in ckpts)
+    assert sorted(p.name for p in (run / "conv1").glob("*.png")) == [
+        "epoch=000-tower=1.png", "epoch=000-tower=2.png", "epoch=001-tower=1.png", "epoch=001-tower=2.png",
+    ]  # fmt: skip
+    # The final table, and results.json with both test readings.
+    assert "centre crop" in result.stderr + result.stdout and "10 patches" in result.stderr + result.stdout
+    results = json.loads((run / "results.json").read_text())
+    for key in ("centre_crop", "ten_crop"):
+        assert 0 <= results[f"test/{key}_top1_error"] <= results[f"test/{key}_top5_error"] + 1
+    # The W&B offline run: readable, with the config, parameter count, commit and metrics.
+    wandb_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 1
+    record = summarize(wandb_files[0])
+    assert record["run"].run_id and "default" in list(record["run"].tags)
+    assert json.loads(record["config"]["parameters"]) == 56_909_194  # the paper's net with 10 classes
+    assert "config" in record["config"] and "git_commit" in record["config"]
+    logged = {k for row in record["history"] for k in row}
+    assert {"val/top1_error", "val/top5_error", "train/loss", "test/ten_crop_top1_error"} <= logged
+    assert any(k.startswith("conv1") for k in logged)
+    assert "wandb sync" in result.stderr + result.stdout
+    # eval.py on the best checkpoint reproduces the test numbers.
+    evaluated = run_cli("eval.py", f"ckpt_path={results['best/checkpoint']}", *SHORT[:4], *SHORT[6:7], cwd=workdir)
+    _ok(evaluated)
+    eval_results = json.loads(sorted((workdir / "logs" / "eval" / "runs").glob("*/results.json"))[-1].read_text())
+    for key in ("centre_crop_top1_error", "centre_crop_top5_error", "ten_crop_top1_error", "ten_crop_top5_error"):
+        assert eval_results[f"test/{key}"] == pytest.approx(results[f"test/{key}"])
+    assert "10 patches" in evaluated.stdout
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(workdir):
+    """Two epochs straight == one epoch, stop, resume with ckpt_path=last for the second."""
+    common = ["logger=csv", "test=false", *SHORT]
+    _ok(run_cli("train.py", "trainer.max_epochs=2", *common, cwd=workdir))
+    straight = _run_dirs(workdir)[-1]
+    _ok(run_cli("train.py", "trainer.max_epochs=1", *common, cwd=workdir))
+    resumed = run_cli("train.py", "trainer.max_epochs=2", "ckpt_path=last", *common, cwd=workdir)
+    _ok(resumed)
+    second = _run_dirs(workdir)[-1]
+    assert [int(r["epoch"]) for r in _metrics(second) if r.get("val/top1_error")] == [1]  # only the second epoch
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6 and a["epoch"] == b["epoch"]
+    for name, tensor in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], tensor, rtol=1e-5, atol=1e-7, msg=name)
+    moment = a["optimizer_states"][0]["state"][0]["exp_avg"]
+    torch.testing.assert_close(b["optimizer_states"][0]["state"][0]["exp_avg"], moment)
+
+
+@pytest.mark.slow
+def test_multirun_gives_each_job_its_own_wandb_run_in_one_group(workdir):
+    result = run_cli(
+        "train.py", "-m", "experiment=ablate_lrn,ablate_overlap", "trainer.max_epochs=1", "test=false",
+        *SHORT, cwd=workdir,
+    )  # fmt: skip
+    _ok(result)
+    sweep = sorted((workdir / "logs" / "train" / "multiruns").iterdir())[-1]
+    files = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2
+    runs = [summarize(f)["run"] for f in files]
+    assert runs[0].run_id != runs[1].run_id
+    assert runs[0].run_group == runs[1].run_group == sweep.name
+    assert {r.display_name.split(":")[1] for r in runs} == {"experiment=ablate_lrn", "experiment=ablate_overlap"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data=imagenet", "data.root=/nonexistent"], "data.root=/nonexistent does not exist"),
+        (["experiment=nope"], "ablate_lrn"),  # Hydra lists the available experiments
+        (["model.towers=3"], "model.towers=3 is not valid; allowed values: [1, 2]"),
+        (["optimizer.lr=-0.1"], "Invalid learning rate: -0.1"),
+        (["model.activation=gelu"], "allowed values: ['relu', 'tanh']"),
+    ],
+)
+def test_bad_input_fails_at_once_with_a_clear_message(tmp_path, overrides, expected):
+    result = run_cli("train.py", *overrides, "logger=csv", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
+    assert result.returncode != 0
+    assert expected in result.stderr + result.stdout
+    assert not (tmp_path / "data" / "shapes").exists()  # nothing was generated before failing
+
+
+@pytest.mark.slow
+def test_optuna_sweep_tunes_lr_and_weight_decay(workdir):
+    result = run_cli(
+        "train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
+        "logger=csv", *SHORT, cwd=workdir,
+    )  # fmt: skip
+    _ok(result)
+    sweep = sorted((workdir / "logs" / "train" / "multiruns").iterdir())[-1]
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "optimizer.lr" in best and "optimizer.weight_decay" in best and "best_value" in best
+    lrs = {(job / ".hydra" / "overrides.yaml").read_text() for job in sweep.iterdir() if job.is_dir()}
+    assert len(lrs) == 2  # two different trials

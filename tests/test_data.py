@@ -1,0 +1,190 @@
+"""The data pipeline: PCA lighting, ten patches, bad files, the demo data and its statistics."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import datasets
+from torchvision.transforms import v2
+from torchvision.transforms.functional import pil_to_tensor
+
+from alexnet.data import DataError, ImageFolderDataModule, PCALighting, ShapesDataModule, eval_transform
+from alexnet.data.shapes import CLASSES, generate
+from alexnet.data.stats import compute_stats
+from alexnet.data.transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC, SubtractMean
+
+
+def test_pca_lighting_adds_one_rgb_shift_per_image_with_the_papers_covariance():
+    torch.manual_seed(0)
+    lighting = PCALighting(std=0.1)
+    image = torch.rand(3, 8, 9)
+    shifted = lighting(image) - image
+    # The same shift at every pixel, different per channel.
+    torch.testing.assert_close(shifted, shifted[:, :1, :1].expand_as(shifted))
+    assert not torch.allclose(lighting(image), lighting(image))  # a new draw every call
+    shifts = torch.stack([lighting(image)[:, 0, 0] - image[:, 0, 0] for _ in range(20000)])
+    eigvec, eigval = torch.tensor(IMAGENET_EIGVEC), torch.tensor(IMAGENET_EIGVAL)
+    expected = eigvec @ torch.diag((0.1 * eigval) ** 2) @ eigvec.T  # Cov(P (a * l)), a ~ N(0, 0.1^2)
+    torch.testing.assert_close(shifts.T.cov(), expected, rtol=0.05, atol=2e-6)
+    assert shifts.mean(0).abs().max() < 1e-3
+
+
+def test_subtract_mean_per_channel_and_per_pixel():
+    image = torch.rand(3, 4, 4)
+    channel = SubtractMean([0.1, 0.2, 0.3], scale=255.0)(image)
+    torch.testing.assert_close(channel, (image - torch.tensor([0.1, 0.2, 0.3])[:, None, None]) * 255)
+    mean_image = torch.rand(3, 4, 4)
+    torch.testing.assert_close(SubtractMean(mean_image, scale=1.0)(image), image - mean_image)
+
+
+def test_ten_patches_are_corners_centre_and_their_reflections():
+    image = Image.fromarray((torch.rand(300, 280, 3) * 255).byte().numpy())
+    crops = eval_transform(SubtractMean([0, 0, 0], 1.0), ten_crop=True)(image)
+    centre = eval_transform(SubtractMean([0, 0, 0], 1.0))(image)
+    assert crops.shape == (10, 3, 227, 227)
+    torch.testing.assert_close(crops[4], centre)  # index 4 is the single centre crop
+    # 5-9 are the same five patches of the reflected image: its top-left is our top-right, mirrored.
+    torch.testing.assert_close(crops[5], crops[1].flip(-1))
+    torch.testing.assert_close(crops[7], crops[3].flip(-1))
+    mirrored = eval_transform(SubtractMean([0, 0, 0], 1.0), ten_crop=True)(image.transpose(Image.FLIP_LEFT_RIGHT))
+    torch.testing.assert_close(crops[5:], mirrored[:5])
+    assert len({c.sum().item() for c in crops[:5]}) == 5  # five different patches
+
+
+def _datamodule(root: Path, **kwargs) -> ImageFolderDataModule:
+    return ImageFolderDataModule(str(root), batch_size=4, num_workers=0, lighting_std=0.1, **kwargs)
+
+
+def test_datamodule_batches(image_folder):
+    dm = _datamodule(image_folder)
+    dm.setup("fit")
+    assert dm.classes == ["cat", "dog", "fox"] and dm.num_classes == 3
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (4, 3, 227, 227) and images.dtype == torch.float32
+    assert labels.shape == (4,)
+    # Mean subtracted, raw 0-255 range as the paper: values well outside [0, 1].
+    assert images.min() < -50 and images.max() > 50
+    patches, _ = next(iter(dm.test_dataloader()))
+    assert patches.shape[1:] == (10, 3, 227, 227)
+
+
+def test_grayscale_cmyk_and_png_in_jpeg_become_rgb(image_folder):
+    folder = image_folder / "train" / "cat"
+    Image.new("L", (40, 30), 128).save(folder / "gray.JPEG")
+    Image.new("CMYK", (40, 30), (0, 255, 0, 0)).save(folder / "cmyk.JPEG")
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(folder / "png_inside.JPEG", format="PNG")
+    dm = _datamodule(image_folder)
+    dm.setup("fit")  # verify passes: all three decode
+    for name in ("gray", "cmyk", "png_inside"):
+        index = next(i for i, (p, _) in enumerate(dm.train_set.samples) if Path(p).stem == name)
+        image, label = dm.train_set[index]
+        assert image.shape == (3, 227, 227) and label == 0
+
+
+def test_corrupt_and_truncated_images_are_named_before_training(image_folder):
+    good = image_folder / "train" / "dog" / "dog_0.JPEG"
+    (image_folder / "train" / "dog" / "truncated.JPEG").write_bytes(good.read_bytes()[:300])
+    (image_folder / "val" / "fox" / "garbage.JPEG").write_bytes(b"not an image at all")
+    dm = _datamodule(image_folder)
+    with pytest.raises(DataError) as error:
+        dm.setup("fit")
+    message = str(error.value)
+    assert "2 image(s)" in message and "truncated.JPEG" in message and "garbage.JPEG" in message
+    assert "delete" in message
+    # Without the scan, the loader still names the file when it reaches it.
+    dm = _datamodule(image_folder, verify=False)
+    dm.setup("fit")
+    index = next(i for i, (p, _) in enumerate(dm.val_set.samples) if p.endswith("garbage.JPEG"))
+    with pytest.raises(DataError, match=r"garbage\.JPEG"):
+        dm.val_set[index]
+
+
+def test_missing_root_empty_split_and_class_mismatch(tmp_path, image_folder):
+    with pytest.raises(DataError, match=r"data.root=.*nowhere does not exist.*train/<class>"):
+        _datamodule(tmp_path / "nowhere").setup("fit")
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    with pytest.raises(DataError, match="no usable class folders"):
+        _datamodule(empty).setup("fit")
+    (image_folder / "val" / "cat").rename(image_folder / "val" / "cow")
+    with pytest.raises(DataError, match="different classes"):
+        _datamodule(image_folder).setup("fit")
+
+
+def test_stats_match_a_direct_computation(image_folder):
+    stats = compute_stats(image_folder, workers=0)
+    assert stats["num_images"] == 12 and stats["mean_image"].shape == (3, 256, 256)
+    resize = v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(256)])
+    pixels = torch.cat(
+        [resize(img).double().div(255).reshape(3, -1) for img, _ in datasets.ImageFolder(image_folder / "train")], 1
+    )
+    torch.testing.assert_close(stats["mean"].double(), pixels.mean(1), rtol=1e-4, atol=1e-5)
+    cov = pixels.cov(correction=0)
+    vectors, values = stats["eigvec"].double(), stats["eigval"].double()
+    torch.testing.assert_close(vectors @ torch.diag(values) @ vectors.T, cov, rtol=1e-3, atol=1e-6)
+    assert values[0] >= values[1] >= values[2]
+
+
+def test_demo_data_is_deterministic_and_complete(tmp_path):
+    a = generate(tmp_path / "a", train_per_class=3, val_per_class=1, workers=2)
+    b = generate(tmp_path / "b", train_per_class=3, val_per_class=1, workers=1)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.jpg"))
+    assert len(files) == len(CLASSES) * 4 and len(CLASSES) >= 10
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert json.loads((a / "shapes.json").read_text())["train_per_class"] == 3
+    mtime = (a / "shapes.json").stat().st_mtime
+    generate(tmp_path / "a", train_per_class=3, val_per_class=1)  # already there: untouched
+    assert (a / "shapes.json").stat().st_mtime == mtime
+    with Image.open(a / files[0]) as image:
+        assert image.size == (256, 256) and image.mode == "RGB"
+
+
+def test_demo_classes_differ_visibly(tmp_path):
+    """Not noise: the mean image of each class differs from the others'."""
+    root = generate(tmp_path / "s", train_per_class=20, val_per_class=1)
+    dm = ShapesDataModule(str(root), train_per_class=20, val_per_class=1, batch_size=8, num_workers=0)
+    dm.setup("fit")
+    assert (root / "stats.pt").exists()
+
+    # Foreground fraction per class: a circle covers more than a star, a square more than a triangle.
+    def fill(label: str) -> float:
+        values = []
+        for path in sorted((root / "train" / label).glob("*.jpg")):
+            x = pil_to_tensor(Image.open(path)).float()
+            background = x[:, :4, :4].mean((1, 2), keepdim=True)
+            values.append(((x - background).abs().sum(0) > 60).float().mean().item())
+        return sum(values) / len(values)
+
+    assert fill("circle") > 1.3 * fill("star")
+    assert fill("square") > 1.2 * fill("triangle")
+    assert math.isfinite(fill("ring"))
+
+
+def test_sort_imagenet_val_and_class_words(tmp_path, image_folder):
+    from alexnet.data.imagenet import sort_val
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for i in range(1, 5):
+        (val / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(b"jpeg")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("n01440764\nn01443537\nn01440764\nn01443537\n")
+    assert sort_val(val, labels) == 4
+    assert sorted(p.name for p in (val / "n01440764").iterdir()) == [
+        "ILSVRC2012_val_00000001.JPEG",
+        "ILSVRC2012_val_00000003.JPEG",
+    ]
+    with pytest.raises(ValueError, match="flat, unsorted"):
+        sort_val(val, labels)  # already sorted: no files left at the top level
+    ids = tmp_path / "ids.txt"
+    ids.write_text("65\n970\n")
+    with pytest.raises(ValueError, match="--meta"):
+        sort_val(val, ids)
+    (image_folder / "LOC_synset_mapping.txt").write_text("cat felis catus\ndog canis familiaris\n")
+    dm = ImageFolderDataModule(str(image_folder), num_workers=0, verify=False)
+    dm.setup("fit")
+    assert dm.class_names() == ["felis catus", "canis familiaris", "fox"]

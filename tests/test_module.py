@@ -1,0 +1,69 @@
+"""The LightningModule's error metrics and the ten-patch average."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet.module import CENTRE, AlexNetModule, TopKError
+
+
+class Lookup(nn.Module):
+    """A stand-in classifier whose logits are the mean of the input's pixels, per class channel."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc8 = nn.Linear(1, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).mean(-1)
+
+
+def test_top_k_error_is_one_minus_accuracy():
+    logits = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([0, 2, 2, 1])
+    top1, top2 = TopKError(3, 1), TopKError(3, 2)
+    assert top1(logits, labels).item() == pytest.approx(0.5)  # rows 1 and 3 wrong
+    assert top2(logits, labels).item() == pytest.approx(0.0)  # every label in the top two
+    assert TopKError(3, 5).top_k == 3  # k clipped to the number of classes
+
+
+def test_ten_patch_average_of_softmax_and_centre_crop():
+    torch.manual_seed(0)
+    module = AlexNetModule(Lookup(3), channels_last=False)
+    n = 6
+    patches = torch.randn(n, 10, 3, 2, 2)
+    labels = torch.randint(0, 3, (n,))
+    module.test_step((patches, labels), 0)
+    probs = patches.flatten(3).mean(-1).softmax(-1)  # (n, 10, classes)
+    expected_ten = (probs.mean(1).argmax(-1) != labels).float().mean()
+    expected_centre = (probs[:, CENTRE].argmax(-1) != labels).float().mean()
+    assert module.ten_crop_errors["top1_error"].compute().item() == pytest.approx(expected_ten.item())
+    assert module.centre_crop_errors["top1_error"].compute().item() == pytest.approx(expected_centre.item())
+    # The average is over probabilities, not logits: a case where the two disagree.
+    logits = torch.tensor([[20.0, 0, 0]] + [[0, 1.5, 0]] * 9)  # one confident patch against nine mild ones
+    assert logits.mean(0).argmax() == 0 and logits.softmax(-1).mean(0).argmax() == 1
+    module.ten_crop_errors["top1_error"].reset()
+    module.test_step((logits[None, :, :, None, None].expand(1, 10, 3, 2, 2), torch.tensor([1])), 0)
+    assert module.ten_crop_errors["top1_error"].compute().item() == 0.0
+
+
+def test_invalid_optimizer_values_fail_at_construction():
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        AlexNetModule(Lookup(3), optimizer=functools.partial(torch.optim.SGD, lr=-0.1))
+    with pytest.raises(RuntimeError, match="without an optimizer"):
+        AlexNetModule(Lookup(3)).configure_optimizers()
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    module = AlexNetModule(Lookup(3))
+    torch.manual_seed(3)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    expected = torch.rand(3)
+    torch.save(checkpoint, tmp_path / "c.pt")
+    module.on_load_checkpoint(torch.load(tmp_path / "c.pt", weights_only=True))
+    torch.rand(5)  # anything drawn between load and the next epoch is undone
+    module.on_train_epoch_start()
+    torch.testing.assert_close(torch.rand(3), expected)
