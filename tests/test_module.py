@@ -63,7 +63,6 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     module.on_save_checkpoint(checkpoint)
     expected = torch.rand(3)
     torch.save(checkpoint, tmp_path / "c.pt")
+    torch.rand(5)
     module.on_load_checkpoint(torch.load(tmp_path / "c.pt", weights_only=True))
-    torch.rand(5)  # anything drawn between load and the next epoch is undone
-    module.on_train_epoch_start()
     torch.testing.assert_close(torch.rand(3), expected)

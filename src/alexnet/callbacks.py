@@ -38,7 +38,7 @@ def conv1_grids(weight: torch.Tensor, towers: int, upscale: int = 4) -> list[tor
 class Conv1Filters(L.Callback):
     """Saves conv1's kernels as one image grid per tower every ``every_n_epochs`` epochs.
 
-    PNGs go to ``<dirpath>/epoch=NNN-tower=T.png`` and, when a W&B logger is
+    PNGs go to ``<dirpath>/epoch_NNN-tower_T.png`` and, when a W&B logger is
     attached, to the run as ``conv1/tower_T``.
     """
 
@@ -53,7 +53,7 @@ class Conv1Filters(L.Callback):
         grids = conv1_grids(model.conv1.weight, getattr(model, "towers", 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for tower, grid in enumerate(grids, 1):
-            save_image(grid, self.dirpath / f"epoch={trainer.current_epoch:03d}-tower={tower}.png")
+            save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}-tower_{tower}.png")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 keys = [f"conv1/tower_{t}" for t in range(1, len(grids) + 1)]

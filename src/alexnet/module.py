@@ -73,7 +73,6 @@ class AlexNetModule(L.LightningModule):
         num_classes = model.fc8.out_features if hasattr(model, "fc8") else config["model"]["num_classes"]
         self.train_errors, self.val_errors = _errors(num_classes), _errors(num_classes)
         self.centre_crop_errors, self.ten_crop_errors = _errors(num_classes), _errors(num_classes)
-        self._rng_to_restore: dict[str, Any] | None = None
 
     def configure_model(self) -> None:
         if self.channels_last:
@@ -93,7 +92,7 @@ class AlexNetModule(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         for metric in self.train_errors.values():
-            metric.update(logits, labels)
+            metric(logits.detach(), labels)  # forward: accumulates and gives the batch's value
         self.log("train/loss", loss, prog_bar=True)
         self._log_errors(self.train_errors, "train/", on_step=True, on_epoch=True)
         return loss
@@ -126,9 +125,11 @@ class AlexNetModule(L.LightningModule):
         scheduler = {"scheduler": self.scheduler_factory(optimizer), "monitor": self.monitor, "interval": "epoch"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    # Exact resume: the checkpoint carries the RNG states, which are put back at the
-    # start of the next training epoch, the point where an unbroken run would draw next
-    # (the shuffle order, each worker's augmentation seed, the dropout masks).
+    # Exact resume: the checkpoint (written after an epoch's validation) carries the RNG
+    # states, put back on load. Nothing draws from them between that load and the point
+    # where the next epoch's iterator draws its shuffle order and worker seeds (Lightning
+    # skips the sanity check when restarting), so dropout masks and augmentations continue
+    # exactly as in an unbroken run.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
@@ -141,10 +142,7 @@ class AlexNetModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_to_restore = checkpoint.get("rng_states")
-
-    def on_train_epoch_start(self) -> None:
-        states, self._rng_to_restore = self._rng_to_restore, None
+        states = checkpoint.get("rng_states")
         if states is None:
             return
         torch.set_rng_state(states["torch"])

@@ -59,7 +59,7 @@ def hydra_run_info() -> dict[str, Any]:
     info: dict[str, Any] = {"tags": [experiment, hydra.runtime.choices.get("data", "data")]}
     if hydra.mode == RunMode.MULTIRUN:
         info["group"] = f"{Path(hydra.sweep.dir).name}"
-        info["name"] = f"{hydra.job.num}:{hydra.job.override_dirname or experiment}"
+        info["name"] = f"{hydra.job.num}:{experiment}"
     else:
         info["name"] = f"{experiment}:{Path(hydra.runtime.output_dir).name}"
     return info
@@ -111,7 +111,7 @@ def finish_wandb(loggers: list[Logger]) -> None:
         import wandb
 
         run = logger.experiment
-        offline = run.settings.mode == "offline" if hasattr(run, "settings") else False
+        offline = getattr(run.settings, "mode", "") in ("offline", "dryrun")
         run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
         wandb.finish()
         if offline and run_dir is not None:

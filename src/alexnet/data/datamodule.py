@@ -191,7 +191,8 @@ class ImageFolderDataModule(L.LightningDataModule):
     def _verify(self) -> None:
         paths = [p for split in (self.train_set, self.val_set) for p, _ in split.samples]
         log.info("Checking that all %d images decode (data.verify=false skips this)", len(paths))
-        bad = find_bad_images(paths, self.num_workers)
+        with torch.random.fork_rng(devices=[]):  # its DataLoader must not shift the training RNG
+            bad = find_bad_images(paths, self.num_workers)
         if bad:
             listing = "\n".join(f"  {p}: {r}" for p, r in bad[:20])
             more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
@@ -242,7 +243,8 @@ class ShapesDataModule(ImageFolderDataModule):
         stats = self.root / "stats.pt"
         if not stats.exists():
             partial = stats.with_suffix(".partial")
-            torch.save(compute_stats(self.root, workers=self.num_workers), partial)
+            with torch.random.fork_rng(devices=[]):  # a first run must train like any later one
+                torch.save(compute_stats(self.root, workers=self.num_workers), partial)
             partial.rename(stats)
 
     def setup(self, stage: str | None = None) -> None:
