@@ -8,13 +8,18 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-# Small, fast, offline runs of train.py/eval.py for the CLI tests.
-FAST = [
-    "data.train_per_class=4",
-    "data.val_per_class=2",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "trainer.fast_dev_run=true",
+# Small, fast, offline runs of train.py/eval.py for the CLI tests: a tiny demo data set,
+TINY_DATA = ["data.train_per_class=4", "data.val_per_class=2", "data.batch_size=4", "data.num_workers=0"]
+# one batch of each stage (no logging or checkpoints: Lightning's fast_dev_run),
+FAST = [*TINY_DATA, "trainer.fast_dev_run=true"]
+# or a real run of a few batches per epoch.
+SHORT = [
+    *TINY_DATA,
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.throughput.window_size=2",
 ]
 
 

@@ -34,10 +34,10 @@ def test_pca_lighting_adds_one_rgb_shift_per_image_with_the_papers_covariance():
 
 def test_subtract_mean_per_channel_and_per_pixel():
     image = torch.rand(3, 4, 4)
-    channel = SubtractMean([0.1, 0.2, 0.3], scale=255.0)(image)
+    channel = SubtractMean([0.1, 0.2, 0.3], input_scale=255.0)(image)
     torch.testing.assert_close(channel, (image - torch.tensor([0.1, 0.2, 0.3])[:, None, None]) * 255)
     mean_image = torch.rand(3, 4, 4)
-    torch.testing.assert_close(SubtractMean(mean_image, scale=1.0)(image), image - mean_image)
+    torch.testing.assert_close(SubtractMean(mean_image, input_scale=1.0)(image), image - mean_image)
 
 
 def test_ten_patches_are_corners_centre_and_their_reflections():

@@ -34,13 +34,16 @@ def test_ten_patch_average_of_softmax_and_centre_crop():
     module = AlexNetModule(Lookup(3), channels_last=False)
     n = 6
     patches = torch.randn(n, 10, 3, 2, 2)
-    labels = torch.randint(0, 3, (n,))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
     module.test_step((patches, labels), 0)
     probs = patches.flatten(3).mean(-1).softmax(-1)  # (n, 10, classes)
     expected_ten = (probs.mean(1).argmax(-1) != labels).float().mean()
     expected_centre = (probs[:, CENTRE].argmax(-1) != labels).float().mean()
     assert module.ten_crop_errors["top1_error"].compute().item() == pytest.approx(expected_ten.item())
     assert module.centre_crop_errors["top1_error"].compute().item() == pytest.approx(expected_centre.item())
+    wrong = probs.mean(1).argmax(-1) != labels
+    per_class = [wrong[labels == c].float().mean().item() for c in range(3)]
+    assert module.class_errors.compute().tolist() == pytest.approx(per_class)
     # The average is over probabilities, not logits: a case where the two disagree.
     logits = torch.tensor([[20.0, 0, 0]] + [[0, 1.5, 0]] * 9)  # one confident patch against nine mild ones
     assert logits.mean(0).argmax() == 0 and logits.softmax(-1).mean(0).argmax() == 1

@@ -39,7 +39,7 @@ class Conv1Filters(L.Callback):
     """Saves conv1's kernels as one image grid per tower every ``every_n_epochs`` epochs.
 
     PNGs go to ``<dirpath>/epoch_NNN-tower_T.png`` and, when a W&B logger is
-    attached, to the run as ``conv1/tower_T``.
+    attached, to the run's ``conv1`` image panel, one image per tower captioned ``conv1/tower_T``.
     """
 
     def __init__(self, dirpath: str, every_n_epochs: int = 1) -> None:

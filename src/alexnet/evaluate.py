@@ -12,14 +12,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from alexnet.module import AlexNetModule
-from alexnet.train import format_results, resolve_ckpt_path
+from alexnet.train import check_num_classes, format_results, format_worst_classes, resolve_ckpt_path, stored_config
 
 log = logging.getLogger(__name__)
+NORMALIZATION = ("mean", "per_pixel_mean", "stats", "input_scale")
 
 
 def load_model(ckpt_path: str | Path) -> torch.nn.Module:
     """The plain ``nn.Module`` of a training checkpoint, rebuilt from the config stored in it."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     config = checkpoint.get("hyper_parameters", {}).get("config", {})
     if "model" not in config:
         raise ValueError(f"{ckpt_path} was not written by train.py (it stores no model config)")
@@ -29,21 +30,37 @@ def load_model(ckpt_path: str | Path) -> torch.nn.Module:
     return model
 
 
+def normalization_of(ckpt_path: str | Path, data: DictConfig) -> dict[str, object]:
+    """How the checkpoint's run fed pixels to the model (mean, per-pixel mean, scale).
+
+    A model trained on raw 0-255 pixels scores at chance on [0, 1] pixels, so these
+    follow the checkpoint, not the eval config; a stats file that no longer exists is
+    left to the eval config.
+    """
+    trained = stored_config(ckpt_path).get("data", {})
+    keys = [k for k in NORMALIZATION if k in trained and k in data]
+    stats = trained.get("stats")
+    if stats is not None and not Path(stats).is_file():
+        keys.remove("stats")
+    return {k: trained[k] for k in keys}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Top-1/top-5 error of the centre crop and the ten patches; also written to results.json."""
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     model = load_model(ckpt_path)
-    datamodule = instantiate(cfg.data)
+    overrides = normalization_of(ckpt_path, cfg.data)
+    changed = {k: v for k, v in overrides.items() if cfg.data.get(k) != v}
+    if changed:
+        log.info("Normalizing as the checkpoint's run did: %s", changed)
+    datamodule = instantiate(cfg.data, **overrides)
     datamodule.prepare_data()
     datamodule.setup("test")
-    if datamodule.num_classes != model.fc8.out_features:
-        raise ValueError(
-            f"{ckpt_path} has {model.fc8.out_features} classes but {datamodule.root} has "
-            f"{datamodule.num_classes}: pass the data it was trained on (data=... data.root=...)"
-        )
+    check_num_classes(model, datamodule)
     trainer: L.Trainer = instantiate(cfg.trainer)
-    results = trainer.test(AlexNetModule(model), datamodule=datamodule)[0]
-    table = format_results(results)
-    print(f"{ckpt_path} on {datamodule.root}/val:\n{table}")
+    module = AlexNetModule(model)
+    results = trainer.test(module, datamodule=datamodule)[0]
+    worst = format_worst_classes(module.class_errors.compute(), datamodule.class_names())
+    log.info("%s on %s/val:\n%s\n%s", ckpt_path, datamodule.root, format_results(results), worst)
     Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -20,6 +20,8 @@ the few bits that ``alpha = 1e-4`` acts on.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -101,7 +103,9 @@ class LocalResponseNorm(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"LocalResponseNorm expects NCHW input, got shape {tuple(x.shape)}")
         compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        # Autocast would run the window GEMM in bf16; meta tensors (FLOP counting) have no autocast.
+        no_autocast = torch.autocast(x.device.type, enabled=False) if not x.is_meta else contextlib.nullcontext()
+        with no_autocast:
             xc = x.to(compute_dtype)
             key = (x.shape[1], x.device, compute_dtype)
             if key not in self._bands:  # built once per channel count/device/dtype

@@ -126,9 +126,7 @@ class AlexNet(nn.Module):
             if not isinstance(layer, (nn.Conv2d, nn.Linear)):
                 continue
             if init == "kaiming":
-                nonlinearity = "relu" if self.activation == "relu" and name != "fc8" else "linear"
-                if self.activation == "tanh" and name != "fc8":
-                    nonlinearity = "tanh"
+                nonlinearity = "linear" if name == "fc8" else self.activation  # fc8 feeds the softmax
                 nn.init.kaiming_normal_(layer.weight, nonlinearity=nonlinearity)
                 nn.init.zeros_(layer.bias)
             else:

@@ -11,9 +11,11 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import hydra.utils
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.throughput import measure_flops
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
@@ -25,13 +27,16 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
 class TopKError(MulticlassAccuracy):
-    """Top-k error (1 - top-k accuracy, micro-averaged), the paper's measure."""
+    """Top-k error (1 - top-k accuracy), the paper's measure: over all images, or per class."""
 
-    def __init__(self, num_classes: int, k: int) -> None:
-        super().__init__(num_classes=num_classes, top_k=min(k, num_classes), average="micro")
+    def __init__(self, num_classes: int, k: int, average: str = "micro") -> None:
+        super().__init__(num_classes=num_classes, top_k=min(k, num_classes), average=average)
 
     def compute(self) -> Tensor:
-        return 1.0 - super().compute()
+        errors = 1.0 - super().compute()
+        if self.average == "none":  # a class with no images has no error rate, not 100%
+            errors = errors.masked_fill((self.tp + self.fn) == 0, float("nan"))
+        return errors
 
 
 def _errors(num_classes: int) -> nn.ModuleDict:
@@ -45,7 +50,8 @@ class AlexNetModule(L.LightningModule):
         model: the network (its state dict keys become ``model.<name>`` in checkpoints).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); built once here as well,
             so an invalid lr or weight decay fails before any data is read. None to evaluate only.
-        scheduler: ``optimizer -> LR scheduler`` or None. ReduceLROnPlateau watches ``monitor``.
+        scheduler: ``optimizer -> LR scheduler`` or None (checked here too). ReduceLROnPlateau
+            watches ``monitor``.
         monitor: the metric the scheduler watches (§5: the validation error).
         channels_last: run convolutions in NHWC, faster on CPUs and tensor cores.
         config: the resolved run configuration, stored in checkpoints and sent to the loggers.
@@ -67,12 +73,38 @@ class AlexNetModule(L.LightningModule):
         self.monitor, self.channels_last = monitor, channels_last
         if optimizer is not None:
             try:
-                optimizer(model.parameters())
+                probe = optimizer(model.parameters())
             except (ValueError, TypeError) as error:
                 raise ValueError(f"invalid optimizer setting: {error} (see the optimizer.* keys)") from error
-        num_classes = model.fc8.out_features if hasattr(model, "fc8") else config["model"]["num_classes"]
+            try:
+                if scheduler is not None:
+                    scheduler(probe)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"invalid scheduler setting: {error} (see the scheduler.* keys)") from error
+        num_classes = model.fc8.out_features
         self.train_errors, self.val_errors = _errors(num_classes), _errors(num_classes)
         self.centre_crop_errors, self.ten_crop_errors = _errors(num_classes), _errors(num_classes)
+        # Ten-patch top-1 error of each class, for the report of the worst classes.
+        self.class_errors = TopKError(num_classes, 1, average="none")
+        self.flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch
+        self._flops_per_image: dict[str, int] = {}
+
+    def setup(self, stage: str) -> None:
+        """FLOPs per image, forward and forward+backward, for ThroughputMonitor's FLOP/s and MFU."""
+        model_config = self.hparams["config"].get("model")
+        if model_config is None:
+            return
+        with torch.device("meta"):
+            model = hydra.utils.instantiate(model_config)  # same architecture, no memory
+            image = torch.empty(1, 3, 227, 227)
+        self._flops_per_image = {
+            "forward": measure_flops(model, lambda: model(image)),
+            "train": measure_flops(model, lambda: model(image), torch.Tensor.sum),
+        }
+
+    def _count_flops(self, images: int, kind: str) -> None:
+        per_image = self._flops_per_image.get(kind)
+        self.flops_per_batch = per_image * images if per_image else None
 
     def configure_model(self) -> None:
         if self.channels_last:
@@ -89,6 +121,7 @@ class AlexNetModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
+        self._count_flops(images.shape[0], "train")
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         for metric in self.train_errors.values():
@@ -99,6 +132,7 @@ class AlexNetModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
+        self._count_flops(images.shape[0], "forward")
         logits = self(images)
         for metric in self.val_errors.values():
             metric.update(logits, labels)
@@ -108,13 +142,18 @@ class AlexNetModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         patches, labels = batch  # (N, 10, 3, 227, 227)
         n, crops = patches.shape[:2]
+        self._count_flops(n * crops, "forward")
         logits = self(patches.flatten(0, 1)).view(n, crops, -1).float()
         probs = logits.softmax(-1)
         for name in self.ten_crop_errors:
             self.ten_crop_errors[name].update(probs.mean(1), labels)
             self.centre_crop_errors[name].update(probs[:, CENTRE], labels)
+        self.class_errors.update(probs.mean(1), labels)
         self._log_errors(self.centre_crop_errors, "test/centre_crop_")
         self._log_errors(self.ten_crop_errors, "test/ten_crop_")
+
+    def on_test_epoch_start(self) -> None:
+        self.class_errors.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:

@@ -110,9 +110,13 @@ def finish_wandb(loggers: list[Logger]) -> None:
             continue
         import wandb
 
-        run = logger.experiment
-        offline = getattr(run.settings, "mode", "") in ("offline", "dryrun")
-        run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
-        wandb.finish()
+        try:
+            run = logger.experiment
+            offline = getattr(run.settings, "mode", "") in ("offline", "dryrun")
+            run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
+            wandb.finish()
+        except Exception as error:  # the run's results are already on disk: never fail here
+            log.warning("W&B could not finish the run cleanly (%s)", error)
+            continue
         if offline and run_dir is not None:
             log.info("W&B offline run saved; upload it with: wandb sync %s", run_dir)

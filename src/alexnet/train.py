@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from alexnet.hardware import auto_precision
 from alexnet.model import count_parameters
@@ -22,19 +24,49 @@ log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:
-    """``"last"`` means the newest ``last.ckpt`` of any earlier run under ``log_dir``."""
+def stored_config(ckpt_path: str | Path) -> dict[str, Any]:
+    """The resolved run config a checkpoint of train.py carries (memory-mapped: cheap)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get("hyper_parameters", {}).get("config", {})
+
+
+def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path, model: dict | None = None) -> str | None:
+    """The checkpoint to resume or evaluate; ``"last"`` is the newest ``last.ckpt`` under ``log_dir``.
+
+    With ``model`` (the current run's resolved model config), ``"last"`` only considers
+    checkpoints of that same model, and an explicit file of another model is refused:
+    an ablation's weights (say, without LRN) have the same shapes and would load silently.
+    """
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
-        found = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        found = sorted(Path(log_dir).glob("train/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if model is not None:
+            found = [p for p in found if stored_config(p).get("model") == model]
         if not found:
-            raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt under {log_dir}; nothing to resume")
+            which = " of this model (same model.* settings)" if model is not None else ""
+            raise FileNotFoundError(f"ckpt_path=last: no last.ckpt{which} under {log_dir}/train; nothing to resume")
         ckpt_path = str(found[-1])
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-    log.info("Resuming from %s", ckpt_path)
+    stored = stored_config(ckpt_path).get("model")
+    if model is not None and stored is not None and stored != model:
+        differ = sorted(k for k in {*stored, *model} if stored.get(k) != model.get(k))
+        changes = ", ".join(f"model.{k}: {stored.get(k)!r} -> {model.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{ckpt_path} holds another model ({changes}); resume it with the settings it was trained with"
+        )
+    log.info("Using checkpoint %s", ckpt_path)
     return ckpt_path
+
+
+def check_num_classes(model: torch.nn.Module, datamodule: Any) -> None:
+    """The data's class count must match fc8's, before any step is taken."""
+    if datamodule.num_classes != model.fc8.out_features:
+        raise ValueError(
+            f"the model has {model.fc8.out_features} classes (model.num_classes) but {datamodule.root} has "
+            f"{datamodule.num_classes}; set model.num_classes={datamodule.num_classes} or use the matching data"
+        )
 
 
 def build_module(cfg: DictConfig) -> AlexNetModule:
@@ -59,6 +91,16 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not started by Hydra
+        return False
+
+
 def format_results(results: dict[str, float]) -> str:
     """The final table: top-1/top-5 error for the centre crop and the ten patches."""
     lines = [f"{'':14}{'top-1 error':>12}{'top-5 error':>13}"]
@@ -69,19 +111,24 @@ def format_results(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def format_worst_classes(errors: Tensor, names: list[str], count: int = 5) -> str:
+    """The classes with the highest ten-patch top-1 error, named in words where known."""
+    order = [i for i in errors.nan_to_num(-1.0).argsort(descending=True)[:count].tolist() if not errors[i].isnan()]
+    return "worst classes (10 patches, top-1 error): " + ", ".join(f"{names[i]} {errors[i]:.1%}" for i in order)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test the best checkpoint, write ``results.json``; return ``cfg.optimized_metric``."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)
+    if cfg.get("ckpt_path") == "last" and _in_multirun():
+        raise ValueError("ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, module.hparams["config"]["model"])
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # bad data fails now, not after the first epoch
-    if datamodule.num_classes != module.model.fc8.out_features:
-        raise ValueError(
-            f"model.num_classes={module.model.fc8.out_features} but {datamodule.root} has "
-            f"{datamodule.num_classes} classes; set model.num_classes={datamodule.num_classes}"
-        )
+    check_num_classes(module.model, datamodule)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
     extras = {"parameters": count_parameters(module.model), "git_commit": git_commit()}
@@ -90,7 +137,7 @@ def train(cfg: DictConfig) -> float | None:
     log.info("AlexNet with %s parameters, precision %s", f"{extras['parameters']:,}", trainer.precision)
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         checkpoint = trainer.checkpoint_callback
         if cfg.get("test") and not trainer.interrupted:

@@ -231,7 +231,8 @@ class ShapesDataModule(ImageFolderDataModule):
     def __init__(
         self, root: str, train_per_class: int = 600, val_per_class: int = 50, seed: int = 2012, **kwargs
     ) -> None:
-        kwargs.setdefault("stats", str(Path(root) / "stats.pt"))  # written with the images
+        if kwargs.get("stats") is None:
+            kwargs["stats"] = str(Path(root) / "stats.pt")  # computed from the generated images
         super().__init__(root, **kwargs)
         self.generation = {"train_per_class": train_per_class, "val_per_class": val_per_class, "seed": seed}
 
@@ -240,7 +241,7 @@ class ShapesDataModule(ImageFolderDataModule):
         from alexnet.data.stats import compute_stats
 
         generate(self.root, **self.generation)
-        stats = self.root / "stats.pt"
+        stats = Path(self.stats)
         if not stats.exists():
             partial = stats.with_suffix(".partial")
             with torch.random.fork_rng(devices=[]):  # a first run must train like any later one

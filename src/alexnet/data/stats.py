@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from alexnet.data.transforms import RESIZE
+from alexnet.data.transforms import RESIZE, resize_and_centre_crop
 
 
 def compute_stats(
@@ -28,7 +28,7 @@ def compute_stats(
     """Mean (channel and pixel) and RGB eigen-decomposition of ``root/train``."""
     from alexnet.data.datamodule import load_rgb  # the same decoding as training
 
-    transform = v2.Compose([v2.ToImage(), v2.Resize(RESIZE, antialias=True), v2.CenterCrop(RESIZE)])
+    transform = v2.Compose(resize_and_centre_crop())
     dataset = datasets.ImageFolder(Path(root) / "train", transform=transform, loader=load_rgb)
     if max_images is not None and max_images < len(dataset):
         # An evenly spaced subset covers every class (ImageFolder sorts by class).

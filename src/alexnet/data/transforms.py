@@ -62,18 +62,18 @@ class PCALighting(nn.Module):
 class SubtractMean(nn.Module):
     """Subtract the training-set mean (per channel ``(3,)`` or per pixel ``(3, H, W)``) and scale.
 
-    ``scale=255`` gives the raw 0-255 pixel range the paper trained on, for which
+    ``input_scale=255`` gives the raw 0-255 pixel range the paper trained on, for which
     its init (std 0.01) and LRN constants (alpha 1e-4) were chosen; 1.0 keeps [0, 1].
     """
 
-    def __init__(self, mean: Sequence[float] | Tensor, scale: float = 255.0) -> None:
+    def __init__(self, mean: Sequence[float] | Tensor, input_scale: float = 255.0) -> None:
         super().__init__()
         mean = torch.as_tensor(mean, dtype=torch.float32)
         self.register_buffer("mean", mean[:, None, None] if mean.dim() == 1 else mean)
-        self.scale = scale
+        self.input_scale = input_scale
 
     def forward(self, image: Tensor) -> Tensor:
-        return (image - self.mean) * self.scale
+        return (image - self.mean) * self.input_scale
 
 
 class StackCrops(nn.Module):
@@ -83,14 +83,17 @@ class StackCrops(nn.Module):
         return torch.stack(crops)
 
 
-def _resize_and_centre(size: int) -> list[nn.Module]:
-    # Resize is a no-op on images already size x size (the demo data), so it costs nothing there.
+def resize_and_centre_crop(size: int = RESIZE) -> list[nn.Module]:
+    """§2: shorter side to ``size``, then the central ``size`` x ``size`` square (uint8 tensor).
+
+    Resize is a no-op on images already ``size`` x ``size`` (the demo data), so it costs nothing there.
+    """
     return [v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)]
 
 
 def train_transform(mean: SubtractMean, lighting: PCALighting | None) -> v2.Compose:
     """Random 227 crop and horizontal reflection of the 256x256 image, with PCA lighting."""
-    steps = [*_resize_and_centre(RESIZE), v2.ToDtype(torch.float32, scale=True)]
+    steps = [*resize_and_centre_crop(), v2.ToDtype(torch.float32, scale=True)]
     if lighting is not None:
         steps.append(lighting)
     steps += [mean, v2.RandomCrop(CROP), v2.RandomHorizontalFlip()]
@@ -103,6 +106,6 @@ def eval_transform(mean: SubtractMean, ten_crop: bool = False) -> v2.Compose:
     TenCrop's order is four corners, centre, then the same five of the flipped image,
     so index 4 is the single centre crop.
     """
-    steps = [*_resize_and_centre(RESIZE), v2.ToDtype(torch.float32, scale=True), mean]
+    steps = [*resize_and_centre_crop(), v2.ToDtype(torch.float32, scale=True), mean]
     steps += [v2.TenCrop(CROP), StackCrops()] if ten_crop else [v2.CenterCrop(CROP)]
     return v2.Compose(steps)

@@ -1,0 +1,128 @@
+"""A sweep's results as one table, next to the paper's claims.
+
+Written to ``<sweep dir>/report.md`` when a multirun ends (the Hydra callback
+in ``conf/hydra/default.yaml``), or on demand::
+
+    python -m alexnet.report logs/train/multiruns/<date>_<time>
+
+Jobs that differ only in ``seed`` are one row: the mean and standard deviation
+of their errors. With a baseline row in the sweep (no experiment, or
+``experiment=paper``), each ablation's change of error is shown beside the
+paper's claim for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+
+# What the paper's claims (ImageNet, alexnet-spec.md) predict for each job, in the
+# report's own terms: the change of top-1 / top-5 error, ablation minus baseline.
+CLAIMS = {
+    "ablate_lrn": "Δ +1.4 / +1.2 without LRN (§3.3)",
+    "ablate_overlap": "Δ +0.4 / +0.3 without overlap (§3.4)",
+    "ablate_towers": "Δ +1.7 / +1.2 with one tower (§3.2)",
+    "ablate_lighting": "Δ over +1 top-1 without PCA lighting (§4.1)",
+    "ablate_dropout": "lower train error, more overfitting; half the iterations to converge (§4.2)",
+    "ablate_relu": "25% train error 6x later with tanh (Figure 1)",
+    "ablate_groups": "(not measured in the paper, §3.2)",
+    "paper": "40.7 / 18.2 on ILSVRC-2012 val (Table 2)",
+}
+METRICS = ("test/ten_crop_top1_error", "test/ten_crop_top5_error", "test/centre_crop_top1_error")
+BASELINES = ("default", "paper")
+
+
+def _job_label(overrides: list[str]) -> str:
+    kept = [o for o in overrides if not o.startswith("seed=")]
+    return " ".join(kept) or "default"
+
+
+def collect(sweep_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Results of every finished job, grouped by their overrides other than the seed."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for results in sorted(sweep_dir.glob("*/results.json")):
+        overrides_file = results.parent / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+        rows.setdefault(_job_label(overrides), []).append(json.loads(results.read_text()))
+    return rows
+
+
+def _experiment(label: str) -> str:
+    for part in label.split():
+        if part.startswith("experiment="):
+            return part.split("=", 1)[1]
+    return "default"
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def render(sweep_dir: Path) -> str:
+    """The markdown report of ``sweep_dir``."""
+    rows = collect(sweep_dir)
+    means = {
+        label: {m: statistics.fmean(v) for m in METRICS if (v := [r[m] for r in runs if m in r])}
+        for label, runs in rows.items()
+    }
+    baseline = next((label for label in rows if _experiment(label) in BASELINES), None)
+    lines = [
+        f"# Sweep {sweep_dir.name}",
+        "",
+        "Errors in %, mean ± std over seeds; 10 patches unless marked centre. "
+        "Δ is this job's top-1 error minus the baseline's: positive means the ablated part helped.",
+        "",
+        "| job | seeds | top-1 | top-5 | top-1 (centre) | Δ top-1 vs baseline | paper's claim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, runs in rows.items():
+        top1, top5, centre = ([r[m] for r in runs if m in r] for m in METRICS)
+        delta = "-"
+        if baseline and label != baseline and METRICS[0] in means[label] and METRICS[0] in means[baseline]:
+            delta = f"{100 * (means[label][METRICS[0]] - means[baseline][METRICS[0]]):+.2f}"
+        claim = CLAIMS.get(_experiment(label), "")
+        lines.append(
+            f"| {label} | {len(runs)} | {_mean_std(top1)} | {_mean_std(top5)} | {_mean_std(centre)} | {delta} | {claim} |"
+        )
+    if baseline is None:
+        lines += ["", "No baseline job in this sweep: add `experiment=paper` (or a run without experiment) to see Δ."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(sweep_dir: str | Path) -> Path | None:
+    """Write ``report.md`` into the sweep folder if any job left results; returns its path."""
+    sweep_dir = Path(sweep_dir)
+    if not any(sweep_dir.glob("*/results.json")):
+        return None
+    path = sweep_dir / "report.md"
+    path.write_text(render(sweep_dir))
+    return path
+
+
+class SweepReport(Callback):
+    """Hydra callback: the report of a multirun, written when its last job ends."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        path = write_report(config.hydra.sweep.dir)
+        if path is not None:
+            print(f"Sweep report: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a folder under logs/train/multiruns")
+    path = write_report(parser.parse_args(argv).sweep_dir)
+    print(path.read_text() if path else "no finished jobs (results.json) in that folder")
+
+
+if __name__ == "__main__":
+    main()
