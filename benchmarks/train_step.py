@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     print(f"AlexNet training step, batch {args.batch_size}, {args.device}, {torch.get_num_threads()} threads")
+    images_per_second("alexnet", "32-true", False, args.batch_size, 2, args.device)  # the process's first-use costs
     print(f"{'precision':12}{'layout':15}{'alexnet LRN':>13}{'torch LRN':>11}{'no LRN':>9}  (images/s)")
     for precision in ("32-true", "bf16-mixed"):
         for channels_last in (False, True):
