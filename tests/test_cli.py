@@ -102,7 +102,8 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
         "epoch_000-tower_1.png", "epoch_000-tower_2.png", "epoch_001-tower_1.png", "epoch_001-tower_2.png",
     ]  # fmt: skip
     # The final table, and results.json with both test readings.
-    assert "centre crop" in result.stderr + result.stdout and "10 patches" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    assert "centre crop" in output and "10 patches" in output and "worst classes" in output
     results = json.loads((run / "results.json").read_text())
     for key in ("centre_crop", "ten_crop"):
         assert 0 <= results[f"test/{key}_top5_error"] <= results[f"test/{key}_top1_error"] <= 1

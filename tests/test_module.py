@@ -29,6 +29,7 @@ def test_top_k_error_is_one_minus_accuracy():
     assert TopKError(3, 5).top_k == 3  # k clipped to the number of classes
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # test_step called without a Trainer
 def test_ten_patch_average_of_softmax_and_centre_crop():
     torch.manual_seed(0)
     module = AlexNetModule(Lookup(3), channels_last=False)

@@ -144,9 +144,9 @@ def train(cfg: DictConfig) -> float | None:
             best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
             tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             results.update(tested[0] if tested else {})
-            log.info(
-                "Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", format_results(results)
-            )
+            worst = format_worst_classes(module.class_errors.compute(), datamodule.class_names())
+            report = f"{format_results(results)}\n{worst}"
+            log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
     finally:
         finish_wandb(loggers)
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
