@@ -22,6 +22,8 @@ def test_auto_mode_is_offline_without_credentials_and_online_with_them(no_creden
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the user's explicit choice wins
     assert tracking.resolve_mode("auto") == "disabled"
     assert tracking.resolve_mode("offline") == "offline"
+    no_credentials.unlink()
+    assert tracking.resolve_mode("online") == "offline"  # never a login prompt
     with pytest.raises(ValueError, match=r"logger.wandb.mode='cloud' .* allowed values"):
         tracking.resolve_mode("cloud")
 
@@ -32,6 +34,7 @@ def test_missing_wandb_package_means_csv_only(monkeypatch, tmp_path, no_credenti
 
 
 def test_failing_online_start_falls_back_to_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
     modes = []
 
     class FlakyLogger:

@@ -92,7 +92,7 @@ class AlexNetModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """FLOPs per image, forward and forward+backward, for ThroughputMonitor's FLOP/s and MFU."""
         model_config = self.hparams["config"].get("model")
-        if model_config is None:
+        if model_config is None or self._flops_per_image:  # unknown architecture, or measured already
             return
         with torch.device("meta"):
             model = hydra.utils.instantiate(model_config)  # same architecture, no memory

@@ -39,6 +39,9 @@ def resolve_mode(mode: str) -> str:
         raise ValueError(f"logger.wandb.mode={mode!r} is not valid; allowed values: {list(MODES)}")
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    if mode == "online" and not wandb_logged_in():  # wandb would stop and ask for a key
+        log.warning("W&B online mode needs a login (wandb login or WANDB_API_KEY): logging offline instead")
+        mode = "offline"
     return mode
 
 
