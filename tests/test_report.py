@@ -17,15 +17,15 @@ def _job(sweep, num, overrides, top1, top5):
 
 def test_report_pools_seeds_and_compares_with_the_baseline(tmp_path):
     sweep = tmp_path / "2026-01-01_00-00-00"
-    _job(sweep, 0, ["experiment=paper", "seed=1"], 0.40, 0.18)
-    _job(sweep, 1, ["experiment=paper", "seed=2"], 0.42, 0.20)
+    _job(sweep, 0, ["experiment=baseline", "seed=1"], 0.40, 0.18)
+    _job(sweep, 1, ["experiment=baseline", "seed=2"], 0.42, 0.20)
     _job(sweep, 2, ["experiment=ablate_lrn", "seed=1"], 0.43, 0.19)
     _job(sweep, 3, ["experiment=ablate_lrn", "seed=2"], 0.43, 0.21)
     (sweep / "4").mkdir()  # a job that died before writing results
     text = render(sweep)
-    paper = next(line for line in text.splitlines() if line.startswith("| experiment=paper "))
+    baseline = next(line for line in text.splitlines() if line.startswith("| experiment=baseline "))
     lrn = next(line for line in text.splitlines() if line.startswith("| experiment=ablate_lrn "))
-    assert "| 2 | 41.00 ± 1.41 | 19.00 ± 1.41 |" in paper
+    assert "| 2 | 41.00 ± 1.41 | 19.00 ± 1.41 |" in baseline
     assert "| +2.00 |" in lrn and "Δ +1.4 / +1.2" in lrn  # 43% vs 41%, beside the paper's claim
     assert write_report(sweep) == sweep / "report.md" and (sweep / "report.md").read_text() == text
 
