@@ -70,3 +70,11 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     torch.rand(5)
     module.on_load_checkpoint(torch.load(tmp_path / "c.pt", weights_only=True))
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_worst_classes_skip_perfect_and_absent_classes():
+    from alexnet.train import format_worst_classes
+
+    errors = torch.tensor([0.1, 0.0, float("nan"), 0.3])
+    assert format_worst_classes(errors, ["cat", "dog", "fox", "cow"]).endswith(": cow 30.0%, cat 10.0%")
+    assert format_worst_classes(torch.zeros(2), ["cat", "dog"]).endswith("none, every image right")

@@ -112,9 +112,10 @@ def format_results(results: dict[str, float]) -> str:
 
 
 def format_worst_classes(errors: Tensor, names: list[str], count: int = 5) -> str:
-    """The classes with the highest ten-patch top-1 error, named in words where known."""
-    order = [i for i in errors.nan_to_num(-1.0).argsort(descending=True)[:count].tolist() if not errors[i].isnan()]
-    return "worst classes (10 patches, top-1 error): " + ", ".join(f"{names[i]} {errors[i]:.1%}" for i in order)
+    """The classes with the highest ten-patch top-1 error (none listed if all are right), named in words."""
+    order = errors.nan_to_num(-1.0).argsort(descending=True)[:count].tolist()
+    worst = ", ".join(f"{names[i]} {errors[i]:.1%}" for i in order if errors[i] > 0)
+    return f"worst classes (10 patches, top-1 error): {worst or 'none, every image right'}"
 
 
 def train(cfg: DictConfig) -> float | None:
