@@ -48,16 +48,15 @@ class _LRNFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, alpha_band: Tensor, beta: float, k: float) -> Tensor:
         scale = _window_sum(x * x, alpha_band).add_(k)  # S
         scale_pow = scale.pow(-beta)  # S^-beta
-        out = x * scale_pow
-        ctx.save_for_backward(x, out, scale, scale_pow, alpha_band)
+        ctx.save_for_backward(x, scale, scale_pow, alpha_band)
         ctx.beta = beta
-        return out
+        return x * scale_pow
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, out, scale, scale_pow, alpha_band = ctx.saved_tensors
-        # window(g * a * S^(-beta-1)) = window(g * y / S), times 2 * alpha * beta
-        inner = _window_sum((grad * out).div_(scale), alpha_band).mul_(2.0 * ctx.beta)
+        x, scale, scale_pow, alpha_band = ctx.saved_tensors
+        # window(g * a * S^(-beta-1)), times 2 * alpha * beta (alpha is in the band)
+        inner = _window_sum((grad * x).mul_(scale_pow).div_(scale), alpha_band).mul_(2.0 * ctx.beta)
         grad_x = torch.addcmul(grad * scale_pow, x, inner, value=-1.0)
         return grad_x, None, None, None
 
