@@ -34,7 +34,10 @@ def wandb_logged_in() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
-    """ "auto" means online with credentials and offline without; ``WANDB_MODE`` wins if set."""
+    """Resolve "auto": online with credentials, offline without; ``WANDB_MODE`` wins if set.
+
+    Online without credentials becomes offline, so a run never waits at a login prompt.
+    """
     if mode not in MODES:
         raise ValueError(f"logger.wandb.mode={mode!r} is not valid; allowed values: {list(MODES)}")
     if mode == "auto":
@@ -45,22 +48,32 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def current_hydra() -> Any | None:
+    """Hydra's runtime config of this job, or None when not started by Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hydra = current_hydra()
+    return hydra is not None and hydra.mode == RunMode.MULTIRUN
+
+
 def hydra_run_info() -> dict[str, Any]:
     """Name, group and tags for the W&B run from Hydra's runtime (empty outside Hydra).
 
     Each multirun job gets its own run, grouped by sweep, so the dashboard
     compares the sweep's points side by side.
     """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hydra = HydraConfig.get()
-    except (ImportError, ValueError):
+    hydra = current_hydra()
+    if hydra is None:
         return {}
     experiment = hydra.runtime.choices.get("experiment") or "default"
     info: dict[str, Any] = {"tags": [experiment, hydra.runtime.choices.get("data", "data")]}
-    if hydra.mode == RunMode.MULTIRUN:
+    if in_multirun():
         info["group"] = f"{Path(hydra.sweep.dir).name}"
         info["name"] = f"{hydra.job.num}:{experiment}"
     else:

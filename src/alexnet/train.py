@@ -18,7 +18,7 @@ from torch import Tensor
 from alexnet.hardware import auto_precision
 from alexnet.model import count_parameters
 from alexnet.module import AlexNetModule
-from alexnet.tracking import finish_wandb, git_commit
+from alexnet.tracking import finish_wandb, git_commit, in_multirun
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
@@ -40,6 +40,10 @@ def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path, model: dict | 
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
+        if in_multirun():
+            raise ValueError(
+                "ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>"
+            )
         found = sorted(Path(log_dir).glob("train/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if model is not None:
             found = [p for p in found if stored_config(p).get("model") == model]
@@ -49,8 +53,8 @@ def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path, model: dict | 
         ckpt_path = str(found[-1])
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-    stored = stored_config(ckpt_path).get("model")
-    if model is not None and stored is not None and stored != model:
+    stored = stored_config(ckpt_path).get("model") if model is not None else None
+    if stored is not None and stored != model:
         differ = sorted(k for k in {*stored, *model} if stored.get(k) != model.get(k))
         changes = ", ".join(f"model.{k}: {stored.get(k)!r} -> {model.get(k)!r}" for k in differ)
         raise ValueError(
@@ -91,16 +95,6 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
-def _in_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:  # not started by Hydra
-        return False
-
-
 def format_results(results: dict[str, float]) -> str:
     """The final table: top-1/top-5 error for the centre crop and the ten patches."""
     lines = [f"{'':14}{'top-1 error':>12}{'top-5 error':>13}"]
@@ -109,6 +103,12 @@ def format_results(results: dict[str, float]) -> str:
         if top1 is not None:
             lines.append(f"{label:14}{top1:>11.2%}{top5:>13.2%}")
     return "\n".join(lines)
+
+
+def format_test_report(results: dict[str, float], module: AlexNetModule, datamodule: Any) -> str:
+    """The error table of a test run and its worst classes (printed by train.py and eval.py)."""
+    worst = format_worst_classes(module.class_errors.compute(), datamodule.class_names())
+    return f"{format_results(results)}\n{worst}"
 
 
 def format_worst_classes(errors: Tensor, names: list[str], count: int = 5) -> str:
@@ -123,8 +123,6 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)
-    if cfg.get("ckpt_path") == "last" and _in_multirun():
-        raise ValueError("ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>")
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, module.hparams["config"]["model"])
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -145,8 +143,7 @@ def train(cfg: DictConfig) -> float | None:
             best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
             tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             results.update(tested[0] if tested else {})
-            worst = format_worst_classes(module.class_errors.compute(), datamodule.class_names())
-            report = f"{format_results(results)}\n{worst}"
+            report = format_test_report(results, module, datamodule)
             log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
     finally:
         finish_wandb(loggers)
