@@ -145,10 +145,11 @@ class AlexNetModule(L.LightningModule):
         self._count_flops(n * crops, "forward")
         logits = self(patches.flatten(0, 1)).view(n, crops, -1).float()
         probs = logits.softmax(-1)
+        ten_crop, centre_crop = probs.mean(1), probs[:, CENTRE]
         for name in self.ten_crop_errors:
-            self.ten_crop_errors[name].update(probs.mean(1), labels)
-            self.centre_crop_errors[name].update(probs[:, CENTRE], labels)
-        self.class_errors.update(probs.mean(1), labels)
+            self.ten_crop_errors[name].update(ten_crop, labels)
+            self.centre_crop_errors[name].update(centre_crop, labels)
+        self.class_errors.update(ten_crop, labels)
         self._log_errors(self.centre_crop_errors, "test/centre_crop_")
         self._log_errors(self.ten_crop_errors, "test/ten_crop_")
 

@@ -12,6 +12,7 @@ and converted to RGB.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -177,7 +178,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         mean, lighting = self._normalization()
         self.train_set = self._split("train", train_transform(mean, lighting))
         self.val_set = self._split("val", eval_transform(mean))
-        self.test_set = self._split("val", eval_transform(mean, ten_crop=True))
+        self.test_set = copy.copy(self.val_set)  # the same images, listed once (50,000 on ImageNet)
+        self.test_set.transform = eval_transform(mean, ten_crop=True)
         if self.train_set.classes != self.val_set.classes:
             only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
             only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
