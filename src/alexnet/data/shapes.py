@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +50,23 @@ _CROSS = [(-0.33, -1), (0.33, -1), (0.33, -0.33), (1, -0.33), (1, 0.33), (0.33, 
 _ARROW = [(-1, -0.25), (0.15, -0.25), (0.15, -0.7), (1, 0), (0.15, 0.7), (0.15, 0.25), (-1, 0.25)]
 _HOURGLASS = [(-0.8, -1), (0.8, -1), (0, 0), (0.8, 1), (-0.8, 1), (0, 0)]
 
-# class name -> list of (polygon or "disc", radius factor, filled with foreground?)
-CLASSES: dict[str, list[tuple[Points | str, float, bool]]] = {
+
+@dataclass(frozen=True)
+class Disc:
+    """A disc, its centre shifted by ``offset`` (a fraction of the radius) along the rotation."""
+
+    offset: float = 0.0
+
+
+# class name -> list of (polygon or Disc, radius factor, filled with foreground?)
+CLASSES: dict[str, list[tuple[Points | Disc, float, bool]]] = {
     "arrow": [(_ARROW, 1.0, True)],
-    "circle": [("disc", 0.85, True)],
-    "crescent": [("disc", 0.9, True), ("disc@0.45", 0.75, False)],
+    "circle": [(Disc(), 0.85, True)],
+    "crescent": [(Disc(), 0.9, True), (Disc(offset=0.45), 0.75, False)],
     "cross": [(_CROSS, 1.0, True)],
     "heart": [(_heart(), 1.0, True)],
     "hourglass": [(_HOURGLASS, 1.0, True)],
-    "ring": [("disc", 0.9, True), ("disc", 0.5, False)],
+    "ring": [(Disc(), 0.9, True), (Disc(), 0.5, False)],
     "square": [(_regular(4, phase=math.pi / 4), 1.0, True)],
     "star": [(_star(), 1.1, True)],
     "triangle": [(_regular(3), 1.05, True)],
@@ -88,9 +97,8 @@ def draw(label: str, rng: np.random.Generator) -> Image.Image:
     for part, factor, filled in CLASSES[label]:
         colour = fg if filled else bg
         r = radius * factor
-        if isinstance(part, str):  # "disc" or "disc@<offset>": a disc shifted along the angle
-            offset = float(part.split("@")[1]) * radius if "@" in part else 0.0
-            x, y = cx + offset * cos, cy + offset * sin
+        if isinstance(part, Disc):
+            x, y = cx + part.offset * radius * cos, cy + part.offset * radius * sin
             canvas.ellipse((x - r, y - r, x + r, y + r), fill=colour)
         else:
             points = [(cx + r * (px * cos - py * sin), cy + r * (px * sin + py * cos)) for px, py in part]
