@@ -70,10 +70,8 @@ def _mean_std(values: list[float]) -> str:
 def render(sweep_dir: Path) -> str:
     """The markdown report of ``sweep_dir``."""
     rows = collect(sweep_dir)
-    means = {
-        label: {m: statistics.fmean(v) for m in METRICS if (v := [r[m] for r in runs if m in r])}
-        for label, runs in rows.items()
-    }
+    values = {label: [[r[m] for r in runs if m in r] for m in METRICS] for label, runs in rows.items()}
+    top1_mean = {label: statistics.fmean(v[0]) for label, v in values.items() if v[0]}
     baseline = next((label for label in rows if _experiment(label) in BASELINES), None)
     lines = [
         f"# Sweep {sweep_dir.name}",
@@ -85,10 +83,10 @@ def render(sweep_dir: Path) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for label, runs in rows.items():
-        top1, top5, centre = ([r[m] for r in runs if m in r] for m in METRICS)
+        top1, top5, centre = values[label]
         delta = "-"
-        if baseline and label != baseline and METRICS[0] in means[label] and METRICS[0] in means[baseline]:
-            delta = f"{100 * (means[label][METRICS[0]] - means[baseline][METRICS[0]]):+.2f}"
+        if baseline and label != baseline and label in top1_mean and baseline in top1_mean:
+            delta = f"{100 * (top1_mean[label] - top1_mean[baseline]):+.2f}"
         claim = CLAIMS.get(_experiment(label), "")
         lines.append(
             f"| {label} | {len(runs)} | {_mean_std(top1)} | {_mean_std(top5)} | {_mean_std(centre)} | {delta} | {claim} |"
