@@ -73,6 +73,21 @@ def test_bfloat16_and_autocast():
         assert LocalResponseNorm()(conv_out).dtype == torch.bfloat16
 
 
+def test_groups_normalize_each_tower_on_its_own():
+    """The paper's towers each normalize their own maps: groups=2 is the formula applied to each half."""
+    a = (torch.randn(2, 96, 3, 3, dtype=torch.float64) * 40).requires_grad_()
+    lrn = LocalResponseNorm(groups=2)
+    out = lrn(a)
+    torch.testing.assert_close(out, torch.cat([reference_lrn(half) for half in a.split(48, 1)], 1))
+    # The window really is clipped at the boundary: channel 47 differs from the ungrouped result.
+    assert not torch.allclose(out[:, 47], LocalResponseNorm()(a)[:, 47])
+    assert torch.autograd.gradcheck(
+        LocalResponseNorm(3, alpha=0.05, groups=2), (a[:1, :8, :2, :2].detach().requires_grad_(),)
+    )
+    with pytest.raises(ValueError, match="groups"):
+        LocalResponseNorm(groups=2)(torch.randn(1, 5, 2, 2))
+
+
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="odd"):
         LocalResponseNorm(size=4)

@@ -27,10 +27,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-def _band(channels: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """(C, C) symmetric 0/1 matrix: row i marks the channels of i's window."""
+def _band(channels: int, size: int, groups: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(C, C) symmetric 0/1 matrix: row i marks the channels of i's window, clipped at its group's ends."""
     idx = torch.arange(channels, device=device)
-    return ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(dtype)
+    group = idx // (channels // groups)
+    near = (idx[:, None] - idx[None, :]).abs() <= size // 2
+    return (near & (group[:, None] == group[None, :])).to(dtype)
 
 
 def _window_sum(x: Tensor, band: Tensor) -> Tensor:
@@ -72,6 +74,10 @@ class LocalResponseNorm(nn.Module):
         k: the additive constant.
         divide_alpha_by_size: use ``alpha / size`` instead, the reading of Caffe,
             cuda-convnet and ``torch.nn.LocalResponseNorm``.
+        groups: normalize each of ``groups`` equal blocks of channels on its own, the
+            window clipped at the block's ends. The paper's two towers each normalize
+            their own kernel maps (a GPU cannot see the other's), so the two-tower net
+            in one process uses ``groups=2``, and one tower of it ``groups=1``.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class LocalResponseNorm(nn.Module):
         beta: float = 0.75,
         k: float = 2.0,
         divide_alpha_by_size: bool = False,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         if size < 1 or size % 2 == 0:
@@ -90,7 +97,9 @@ class LocalResponseNorm(nn.Module):
         if k <= 0 or alpha < 0:
             raise ValueError(f"LocalResponseNorm needs k > 0 and alpha >= 0, got k={k}, alpha={alpha}")
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.divide_alpha_by_size = divide_alpha_by_size
+        if groups < 1:
+            raise ValueError(f"LocalResponseNorm groups must be >= 1, got {groups}")
+        self.divide_alpha_by_size, self.groups = divide_alpha_by_size, groups
         self._bands: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
     @property
@@ -101,6 +110,8 @@ class LocalResponseNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"LocalResponseNorm expects NCHW input, got shape {tuple(x.shape)}")
+        if x.shape[1] % self.groups:
+            raise ValueError(f"LocalResponseNorm: {x.shape[1]} channels do not split into {self.groups} groups")
         compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         # Autocast would run the window GEMM in bf16; meta tensors (FLOP counting) have no autocast.
         no_autocast = torch.autocast(x.device.type, enabled=False) if not x.is_meta else contextlib.nullcontext()
@@ -108,10 +119,11 @@ class LocalResponseNorm(nn.Module):
             xc = x.to(compute_dtype)
             key = (x.shape[1], x.device, compute_dtype)
             if key not in self._bands:  # built once per channel count/device/dtype
-                self._bands[key] = self.effective_alpha * _band(x.shape[1], self.size, *key[1:])
+                self._bands[key] = self.effective_alpha * _band(x.shape[1], self.size, self.groups, *key[1:])
             out = _LRNFunction.apply(xc, self._bands[key], self.beta, self.k)
         return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         extra = ", divide_alpha_by_size=True" if self.divide_alpha_by_size else ""
+        extra += f", groups={self.groups}" if self.groups > 1 else ""
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}{extra}"

@@ -2,8 +2,10 @@
 
 The paper's two towers run here in one process: a layer whose kernels see only
 their own tower's maps is a convolution with ``groups=2`` (channels ``[0, C/2)``
-are tower one, ``[C/2, C)`` tower two), and a layer where the towers connect
-(conv3, fc6, fc7, fc8) is an ordinary full layer. Layer names follow the paper
+are tower one, ``[C/2, C)`` tower two), each tower's response normalization
+sees only its own maps (``LocalResponseNorm(groups=2)``), and a layer where the
+towers connect (conv3, fc6, fc7, fc8) is an ordinary full layer.
+:mod:`alexnet.parallel` splits the same parameters over two processes. Layer names follow the paper
 (conv1..conv5, fc6..fc8), so checkpoints and logs speak its language.
 """
 
@@ -86,7 +88,8 @@ class AlexNet(nn.Module):
         pool = (3, 2) if overlap else (2, 2)
 
         def norm() -> nn.Module:
-            return LocalResponseNorm(*LRN_STYLES[lrn_style]) if lrn else nn.Identity()
+            # Each tower normalizes its own maps (LocalResponseNorm's groups).
+            return LocalResponseNorm(*LRN_STYLES[lrn_style], groups=g) if lrn else nn.Identity()
 
         self.conv1 = nn.Conv2d(3, c1, 11, stride=4)  # input shared by both towers
         self.act1, self.norm1, self.pool1 = act(), norm(), nn.MaxPool2d(*pool)

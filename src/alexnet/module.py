@@ -18,7 +18,10 @@ import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
+
+from alexnet.parallel import AlexNetTower
 
 CENTRE = 4  # TenCrop's order: four corners, centre, then the reflected five
 
@@ -29,8 +32,8 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 class TopKError(MulticlassAccuracy):
     """Top-k error (1 - top-k accuracy), the paper's measure: over all images, or per class."""
 
-    def __init__(self, num_classes: int, k: int, average: str = "micro") -> None:
-        super().__init__(num_classes=num_classes, top_k=min(k, num_classes), average=average)
+    def __init__(self, num_classes: int, k: int, average: str = "micro", **kwargs: Any) -> None:
+        super().__init__(num_classes=num_classes, top_k=min(k, num_classes), average=average, **kwargs)
 
     def compute(self) -> Tensor:
         errors = 1.0 - super().compute()
@@ -39,8 +42,8 @@ class TopKError(MulticlassAccuracy):
         return errors
 
 
-def _errors(num_classes: int) -> nn.ModuleDict:
-    return nn.ModuleDict({f"top{k}_error": TopKError(num_classes, k) for k in (1, 5)})
+def _errors(num_classes: int, **kwargs: Any) -> nn.ModuleDict:
+    return nn.ModuleDict({f"top{k}_error": TopKError(num_classes, k, **kwargs) for k in (1, 5)})
 
 
 class AlexNetModule(L.LightningModule):
@@ -82,7 +85,8 @@ class AlexNetModule(L.LightningModule):
             except (ValueError, TypeError) as error:
                 raise ValueError(f"invalid scheduler setting: {error} (see the scheduler.* keys)") from error
         num_classes = model.fc8.out_features
-        self.train_errors, self.val_errors = _errors(num_classes), _errors(num_classes)
+        # Per-step training errors over all processes' images too, not just rank 0's.
+        self.train_errors, self.val_errors = _errors(num_classes, dist_sync_on_step=True), _errors(num_classes)
         self.centre_crop_errors, self.ten_crop_errors = _errors(num_classes), _errors(num_classes)
         # Ten-patch top-1 error of each class, for the report of the worst classes.
         self.class_errors = TopKError(num_classes, 1, average="none")
@@ -107,8 +111,16 @@ class AlexNetModule(L.LightningModule):
         self.flops_per_batch = per_image * images if per_image else None
 
     def configure_model(self) -> None:
+        """Lightning calls this once per process before training; ``trainer=towers`` splits the model here."""
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.device_mesh is not None and not isinstance(self.model, AlexNetTower):
+            self.model = AlexNetTower(self.model, self.device_mesh)
+            # Both towers of a replica see the same images: metrics count each image once, per replica.
+            replicas = self.device_mesh["data_parallel"].get_group()
+            for metric in self.modules():
+                if isinstance(metric, Metric):
+                    metric.process_group = replicas
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
@@ -126,7 +138,7 @@ class AlexNetModule(L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         for metric in self.train_errors.values():
             metric(logits.detach(), labels)  # forward: accumulates and gives the batch's value
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the mean over all processes
         self._log_errors(self.train_errors, "train/", on_step=True, on_epoch=True)
         return loss
 
@@ -136,7 +148,7 @@ class AlexNetModule(L.LightningModule):
         logits = self(images)
         for metric in self.val_errors.values():
             metric.update(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True)
+        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
         self._log_errors(self.val_errors, "val/", prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -1,0 +1,104 @@
+"""A few SGD steps of the paper's net on fixed random batches, on one process or split into towers.
+
+Run by tests/test_parallel.py, single-process directly and the towers through torchrun:
+
+    python tests/towers_run.py --out DIR --batch 8
+    python -m torch.distributed.run --standalone --nproc-per-node 4 tests/towers_run.py --out DIR --batch 4 --towers
+
+Writes DIR/losses.json (the loss of each step, averaged over processes) and a
+checkpoint after every step (DIR/step_N.ckpt), from which the test compares
+parameters. The images are the same for every run; a replica of a 2x2 run
+reads every other image, so two replicas of batch 4 see the single run's batch 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from alexnet.model import AlexNet
+from alexnet.module import AlexNetModule
+from alexnet.parallel import CommLog, TowersStrategy
+
+NUM_CLASSES = 10
+SEED = 7
+
+
+class RecordLosses(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean").item())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--batch", type=int, default=4, help="images per step and replica")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--images", type=int, default=24, help="size of the fixed data set")
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--towers", action="store_true")
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument("--count-bytes", action="store_true", help="write DIR/comm.json (rank 0's CommLog)")
+    args = parser.parse_args()
+
+    L.seed_everything(SEED)
+    data = torch.Generator().manual_seed(0)
+    images = torch.randn(args.images, 3, 227, 227, generator=data)
+    labels = torch.randint(0, NUM_CLASSES, (args.images,), generator=data)
+    dataset = TensorDataset(images, labels)
+    # Distributed, Lightning shuffles with DistributedSampler(seed=PL_GLOBAL_SEED) and gives replica r every
+    # other image from r on; one process gets the same order from the same sampler.
+    sampler = None if args.towers else DistributedSampler(dataset, num_replicas=1, rank=0, seed=SEED)
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler)
+
+    model = AlexNet(num_classes=NUM_CLASSES, dropout=args.dropout, init="kaiming")
+    module = AlexNetModule(
+        model, optimizer=partial(torch.optim.SGD, lr=0.001, momentum=0.9, weight_decay=5e-4), channels_last=False
+    )
+    record = RecordLosses()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),  # torchrun's --nproc-per-node
+        strategy=TowersStrategy() if args.towers else "auto",
+        precision="32-true",
+        max_steps=args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            record,
+            ModelCheckpoint(
+                dirpath=args.out,
+                filename="step_{step}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=1,
+                save_top_k=-1,
+                enable_version_counter=False,
+            ),
+        ],
+    )
+    # The towers' strategy re-seeds when the processes connect; the same here keeps dropout masks equal.
+    L.seed_everything(SEED)
+    with CommLog.recording() as comm:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=args.resume)
+    if trainer.global_rank == 0:
+        (args.out / "losses.json").write_text(json.dumps(record.losses))
+        if args.count_bytes:
+            (args.out / "comm.json").write_text(json.dumps({"bytes": comm.bytes, "calls": comm.calls}))
+
+
+if __name__ == "__main__":
+    main()
