@@ -14,12 +14,13 @@ import torch
 from alexnet.model import AlexNet
 from alexnet.parallel import AlexNetTower
 from alexnet.parallel.collectives import _split_sizes
+from alexnet.parallel.communication import ddp_transfers, payload_by_kind, table, towers_transfers
 
-RUN = Path(__file__).with_name("towers_run.py")
+RUN = Path(__file__).with_name("parallel_run.py")
 
 
-def towers_run(out: Path, *args: str, processes: int = 1) -> list[float]:
-    """tests/towers_run.py on one process, or on ``processes`` through torchrun; the losses it wrote."""
+def parallel_run(out: Path, *args: str, processes: int = 1) -> list[float]:
+    """tests/parallel_run.py on one process, or on ``processes`` through torchrun; the losses it wrote."""
     launch = [sys.executable]
     if processes > 1:
         launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
@@ -31,46 +32,100 @@ def towers_run(out: Path, *args: str, processes: int = 1) -> list[float]:
     return json.loads((out / "losses.json").read_text())
 
 
-def assert_same_training(towers_ckpt: Path, single_ckpt: Path) -> None:
-    """Same tensor names, parameters and momentum, to 1e-5 relative to each tensor's scale.
+def _relative_errors(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, float]:
+    assert list(ours) == list(reference)  # plain model.* names
+    for name, expected in reference.items():
+        assert ours[name].shape == expected.shape, name  # full tensors, whatever the strategy
+    return {name: ((ours[name] - expected).norm() / expected.norm()).item() for name, expected in reference.items()}
 
-    The towers sum in another order in fp32, so an element near zero may differ by more
-    than 1e-5 of itself; no element differs by more than 1e-5 of its tensor's largest.
+
+def assert_same_parameters(ckpt: Path, reference_ckpt: Path) -> None:
+    """Same tensor names and parameters as the reference run, to 1e-5 of each tensor's norm.
+
+    A bias is a sum over every position of every image, so a bias updated from zero
+    (conv1's) carries fp32 rounding of ~1e-5 of itself when the batch is split
+    differently: biases get 1e-4, far below what a wrong shard, a doubled or a missing
+    gradient gives (an error of the order of the update itself).
     """
-    towers = torch.load(towers_ckpt, weights_only=True)
-    single = torch.load(single_ckpt, weights_only=True)
-    assert list(towers["state_dict"]) == list(single["state_dict"])  # plain model.* names, full shapes
-    for name, value in single["state_dict"].items():
-        torch.testing.assert_close(towers["state_dict"][name], value, rtol=1e-5, atol=1e-5 * value.abs().max().item())
-    momentum = [s["momentum_buffer"] for s in single["optimizer_states"][0]["state"].values()]
-    momentum_towers = [s["momentum_buffer"] for s in towers["optimizer_states"][0]["state"].values()]
-    for ours, theirs in zip(momentum_towers, momentum, strict=True):
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * theirs.abs().max().item())
+    ours = torch.load(ckpt, weights_only=True)["state_dict"]
+    reference = torch.load(reference_ckpt, weights_only=True)["state_dict"]
+    for name, error in _relative_errors(ours, reference).items():
+        assert error < (1e-4 if name.endswith("bias") else 1e-5), f"{name}: relative error {error:.1e}"
+
+
+def assert_same_first_gradient(ckpt: Path, reference_ckpt: Path) -> None:
+    """After one SGD step the momentum buffers are the first gradients (plus weight decay): to 1e-5.
+
+    (Later buffers are compared through the parameters only: the run amplifies fp32 rounding,
+    and two single-process runs on 1 or 2 threads already differ by 1e-3 in step 3's momentum.)
+    """
+    names = list(torch.load(reference_ckpt, weights_only=True)["state_dict"])
+
+    def momentum(path: Path) -> dict[str, torch.Tensor]:
+        state = torch.load(path, weights_only=True)["optimizer_states"][0]["state"]
+        return {name: state[i]["momentum_buffer"] for i, name in enumerate(names)}
+
+    for name, error in _relative_errors(momentum(ckpt), momentum(reference_ckpt)).items():
+        assert error < 1e-5, f"gradient of {name}: relative error {error:.1e}"
 
 
 @pytest.mark.slow
 def test_two_towers_train_like_the_grouped_model_in_one_process(tmp_path):
     """2 processes, one tower each, 3 SGD steps with dropout: same losses and parameters as one process."""
     args = ["--batch", "4", "--images", "12", "--dropout", "0.5"]
-    single = towers_run(tmp_path / "single", *args)
-    towers = towers_run(tmp_path / "towers", *args, "--towers", processes=2)
+    single = parallel_run(tmp_path / "single", *args)
+    towers = parallel_run(tmp_path / "towers", *args, "--strategy", "towers", processes=2)
     torch.testing.assert_close(torch.tensor(towers), torch.tensor(single), rtol=1e-5, atol=0)
     assert single[0] != single[1]  # the steps really changed the model
-    assert_same_training(tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+    assert_same_first_gradient(tmp_path / "towers/step_1.ckpt", tmp_path / "single/step_1.ckpt")
+    assert_same_parameters(tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt")
 
 
 @pytest.mark.slow
 def test_two_by_two_towers_resume_a_single_process_checkpoint(tmp_path):
     """4 processes (2 towers x 2 replicas of batch 4) continue one process's batch-8 run exactly."""
-    single = towers_run(tmp_path / "single", "--batch", "8", "--images", "8")
+    single = parallel_run(tmp_path / "single", "--batch", "8", "--images", "8")
     # One step per epoch, so the checkpoint after step 1 is an epoch boundary and resuming replays nothing.
-    towers = towers_run(
+    towers = parallel_run(
         tmp_path / "towers",
-        *("--batch", "4", "--images", "8", "--towers", "--resume", str(tmp_path / "single/step_1.ckpt")),
+        *("--batch", "4", "--images", "8", "--strategy", "towers", "--resume", str(tmp_path / "single/step_1.ckpt")),
         processes=4,
     )
     torch.testing.assert_close(torch.tensor(towers), torch.tensor(single[1:]), rtol=1e-5, atol=0)
-    assert_same_training(tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+    assert_same_parameters(tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+
+
+@pytest.mark.slow
+def test_ddp_trains_like_one_process_on_the_combined_batch_and_moves_the_gradients_once(tmp_path):
+    """2 DDP processes of batch 4 = one process of batch 8; DDP all-reduces every gradient once a step."""
+    single = parallel_run(tmp_path / "single", "--batch", "8", "--images", "16")
+    ddp = parallel_run(
+        tmp_path / "ddp", *("--batch", "4", "--images", "16", "--strategy", "ddp", "--count-bytes"), processes=2
+    )
+    torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-5, atol=0)
+    assert_same_first_gradient(tmp_path / "ddp/step_1.ckpt", tmp_path / "single/step_1.ckpt")
+    assert_same_parameters(tmp_path / "ddp/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+    counted = json.loads((tmp_path / "ddp/comm.json").read_text())["bytes"]
+    assert counted == payload_by_kind(ddp_transfers(num_classes=10), steps=3)
+
+
+@pytest.mark.slow
+def test_counted_tower_traffic_matches_the_analytic_figures(tmp_path):
+    parallel_run(tmp_path / "towers", "--batch", "4", "--strategy", "towers", "--count-bytes", processes=2)
+    counted = json.loads((tmp_path / "towers/comm.json").read_text())
+    assert counted["bytes"] == payload_by_kind(towers_transfers(batch=4, num_classes=10), steps=3)
+    assert counted["calls"] == {"all_gather": 15, "reduce_scatter": 12, "consistency_check": 3}
+
+
+def test_communication_table_at_the_papers_batch():
+    """At batch 128 the towers send about an eighth of DDP's bytes; numbers from the shapes."""
+    ddp = sum(t.sent for t in ddp_transfers())
+    towers = sum(t.sent for t in towers_transfers(128))
+    assert ddp == 2 * (2 - 1) / 2 * 4 * 60_965_224  # every fp32 gradient, ring all-reduce over 2
+    conv3 = 128 * 128 * 13 * 13 * 4  # one tower's pool2 maps at batch 128
+    assert towers_transfers(128)[0].payload == conv3
+    assert 0.1 < towers / ddp < 0.15
+    assert "| towers, 2 devices | 128 per tower | 31.3 MB | 15.7 MB |" in table()
 
 
 @pytest.mark.parametrize("kwargs", [{"towers": 1}, {"grouped": False}])

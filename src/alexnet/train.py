@@ -12,16 +12,21 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from alexnet.hardware import auto_precision
 from alexnet.model import count_parameters
 from alexnet.module import AlexNetModule
+from alexnet.parallel.launch import check_launch, launch_context, rank_suffix, run_name
 from alexnet.tracking import finish_wandb, git_commit, in_multirun
 
 log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+# Folder and log file names that every process of one distributed launch agrees on (hydra/default.yaml).
+OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
 
 
 def stored_config(ckpt_path: str | Path) -> dict[str, Any]:
@@ -119,37 +124,54 @@ def format_worst_classes(errors: Tensor, names: list[str], count: int = 5) -> st
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, test the best checkpoint, write ``results.json``; return ``cfg.optimized_metric``."""
+    """Fit, test the best checkpoint, write ``results.json``; return ``cfg.optimized_metric``.
+
+    Distributed, every process runs this; rank 0 alone checks the data up front (the others
+    wait for it inside ``fit``), logs, and writes the results.
+    """
+    rank_zero = rank_zero_only.rank == 0
+    if not rank_zero:  # one copy of the log in the console; each rank still has its own log file
+        logging.getLogger("alexnet").setLevel(logging.WARNING)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     module = build_module(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, module.hparams["config"]["model"])
     datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")  # bad data fails now, not after the first epoch
-    check_num_classes(module.model, datamodule)
+    if rank_zero:
+        datamodule.prepare_data()
+        datamodule.setup("fit")  # bad data fails now, not after the first epoch
+        check_num_classes(module.model, datamodule)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    check_launch(trainer)
     extras = {"parameters": count_parameters(module.model), "git_commit": git_commit()}
     for logger in loggers:
         logger.log_hyperparams(extras)
-    log.info("AlexNet with %s parameters, precision %s", f"{extras['parameters']:,}", trainer.precision)
+    log.info(
+        "AlexNet with %s parameters, precision %s, %d process(es)",
+        f"{extras['parameters']:,}",
+        trainer.precision,
+        trainer.world_size,
+    )
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        checkpoint = trainer.checkpoint_callback
-        if cfg.get("test") and not trainer.interrupted:
-            best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
-            tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-            results.update(tested[0] if tested else {})
-            report = format_test_report(results, module, datamodule)
-            log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
+        with launch_context(trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            checkpoint = trainer.checkpoint_callback
+            if cfg.get("test") and not trainer.interrupted:
+                best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+                tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+                results.update(tested[0] if tested else {})
+                report = format_test_report(results, module, datamodule)
+                log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
     finally:
-        finish_wandb(loggers)
+        if rank_zero:
+            finish_wandb(loggers)
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results["best/val_top1_error"] = float(checkpoint.best_model_score)
         results["best/checkpoint"] = checkpoint.best_model_path
-    Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if rank_zero:
+        Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2) + "\n")
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None

@@ -15,10 +15,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
@@ -93,7 +95,11 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     Args:
         root: folder holding ``train/`` and ``val/``.
-        batch_size: global batch (the paper: 128).
+        batch_size: the global batch (the paper: 128), split evenly over the data-parallel
+            replicas: 64 per device with ``trainer=ddp`` on 2 devices. The two processes of a
+            ``trainer=towers`` pair are one replica, so they each read the whole 128.
+        batch_size_per_device: read ``batch_size`` per replica instead (the global batch grows
+            with the number of devices; scale the learning rate yourself).
         num_workers: DataLoader worker processes per device.
         stats: file from ``python -m alexnet.data.stats``; its mean and eigen-decomposition
             replace ``mean``, ``eigval`` and ``eigvec``.
@@ -118,6 +124,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         input_scale: float = 255.0,
         verify: bool = True,
         pin_memory: bool = True,
+        batch_size_per_device: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -129,6 +136,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.stats, self.mean, self.eigval, self.eigvec = stats, mean, eigval, eigvec
         self.per_pixel_mean, self.lighting_std, self.input_scale = per_pixel_mean, lighting_std, input_scale
         self.verify, self.pin_memory = verify, pin_memory
+        self.batch_size_per_device = batch_size_per_device
         self.train_set: datasets.ImageFolder | None = None
         self.val_set: datasets.ImageFolder | None = None
         self.test_set: datasets.ImageFolder | None = None
@@ -203,7 +211,27 @@ class ImageFolderDataModule(L.LightningDataModule):
                 "Replace them with good copies or delete them, then run again."
             )
 
+    def _replicas(self) -> tuple[int, int]:
+        """(count, index) of the data-parallel replicas this process belongs to; (1, 0) on one device."""
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {}
+        return kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
+
+    @property
+    def device_batch_size(self) -> int:
+        """Images per step on this process: the global batch's share, or ``batch_size`` per device."""
+        replicas, _ = self._replicas()
+        if self.batch_size_per_device or replicas == 1:
+            return self.batch_size
+        if self.batch_size % replicas:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch and does not split evenly over {replicas} "
+                f"data-parallel replicas; use a multiple of {replicas}, or data.batch_size_per_device=true"
+            )
+        return self.batch_size // replicas
+
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        _, replica = self._replicas()
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -214,17 +242,20 @@ class ImageFolderDataModule(L.LightningDataModule):
             # Fresh workers each epoch draw their seeds from the global RNG, which the
             # checkpoint restores: a resumed run then augments exactly as an unbroken one.
             persistent_workers=False,
+            # Lightning's worker seeding, by replica rather than by process: both towers of a
+            # replica must augment their (shared) images identically.
+            worker_init_fn=partial(pl_worker_init_function, rank=replica),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
+        return self._loader(self.train_set, shuffle=True, batch_size=self.device_batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, batch_size=self.batch_size)
+        return self._loader(self.val_set, shuffle=False, batch_size=self.device_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         # Ten patches per image: keep the number of crops per batch near the training batch.
-        return self._loader(self.test_set, shuffle=False, batch_size=max(1, self.batch_size // 10))
+        return self._loader(self.test_set, shuffle=False, batch_size=max(1, self.device_batch_size // 10))
 
 
 class ShapesDataModule(ImageFolderDataModule):

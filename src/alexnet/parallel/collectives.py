@@ -16,8 +16,8 @@ through :func:`counting_allreduce_hook`) sends, so the analytic figures of
 :mod:`alexnet.parallel.communication` can be checked against a real run.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: DDP checks that a comm hook's ``bucket`` is
+# annotated with the class dist.GradBucket itself, not with a string.
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import ClassVar
@@ -117,7 +117,9 @@ def gather_logits(x: Tensor, num_classes: int, group: dist.ProcessGroup) -> Tens
     return _GatherLogits.apply(x, num_classes, group)
 
 
-def counting_allreduce_hook(process_group: dist.ProcessGroup | None, bucket: dist.GradBucket) -> torch.futures.Future:
+def counting_allreduce_hook(
+    process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
     """DDP's default gradient all-reduce (mean), recording each bucket's bytes in :class:`CommLog`."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 

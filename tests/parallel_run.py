@@ -1,9 +1,10 @@
-"""A few SGD steps of the paper's net on fixed random batches, on one process or split into towers.
+"""A few SGD steps of the paper's net on fixed random batches: one process, DDP, or towers.
 
-Run by tests/test_parallel.py, single-process directly and the towers through torchrun:
+Run by tests/test_parallel.py, one process directly and the others through torchrun:
 
-    python tests/towers_run.py --out DIR --batch 8
-    python -m torch.distributed.run --standalone --nproc-per-node 4 tests/towers_run.py --out DIR --batch 4 --towers
+    python tests/parallel_run.py --out DIR --batch 8
+    python -m torch.distributed.run --standalone --nproc-per-node 4 tests/parallel_run.py \
+        --out DIR --batch 4 --strategy towers
 
 Writes DIR/losses.json (the loss of each step, averaged over processes) and a
 checkpoint after every step (DIR/step_N.ckpt), from which the test compares
@@ -22,13 +23,24 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from alexnet.model import AlexNet
 from alexnet.module import AlexNetModule
-from alexnet.parallel import CommLog, TowersStrategy
+from alexnet.parallel import CommLog, TowersStrategy, counting_allreduce_hook
 
 NUM_CLASSES = 10
+
+
+class CountingDDP(DDPStrategy):
+    """DDP whose gradient all-reduce is counted (Lightning registers comm hooks on CUDA only)."""
+
+    def _register_ddp_hooks(self) -> None:
+        self.model.register_comm_hook(None, counting_allreduce_hook)
+
+
+STRATEGIES = {"single": lambda: "auto", "ddp": CountingDDP, "towers": TowersStrategy}
 SEED = 7
 
 
@@ -47,7 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--images", type=int, default=24, help="size of the fixed data set")
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--towers", action="store_true")
+    parser.add_argument("--strategy", choices=["single", "ddp", "towers"], default="single")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
     parser.add_argument("--count-bytes", action="store_true", help="write DIR/comm.json (rank 0's CommLog)")
     args = parser.parse_args()
@@ -59,7 +71,7 @@ def main() -> None:
     dataset = TensorDataset(images, labels)
     # Distributed, Lightning shuffles with DistributedSampler(seed=PL_GLOBAL_SEED) and gives replica r every
     # other image from r on; one process gets the same order from the same sampler.
-    sampler = None if args.towers else DistributedSampler(dataset, num_replicas=1, rank=0, seed=SEED)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, seed=SEED) if args.strategy == "single" else None
     loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler)
 
     model = AlexNet(num_classes=NUM_CLASSES, dropout=args.dropout, init="kaiming")
@@ -70,7 +82,7 @@ def main() -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),  # torchrun's --nproc-per-node
-        strategy=TowersStrategy() if args.towers else "auto",
+        strategy=STRATEGIES[args.strategy](),
         precision="32-true",
         max_steps=args.steps,
         limit_val_batches=0,
