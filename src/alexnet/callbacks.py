@@ -11,7 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
+from torch.distributed.tensor import DTensor
 from torchvision.utils import make_grid, save_image
 
 
@@ -45,12 +46,17 @@ class Conv1Filters(L.Callback):
     def __init__(self, dirpath: str, every_n_epochs: int = 1) -> None:
         self.dirpath, self.every_n_epochs = Path(dirpath), every_n_epochs
 
-    @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         model = pl_module.model
-        grids = conv1_grids(model.conv1.weight, getattr(model, "towers", 1))
+        weight = model.conv1.weight
+        if isinstance(weight, DTensor):  # trainer=towers: each process holds one tower's kernels
+            weight = weight.full_tensor()  # a collective: every process takes part
+        if trainer.is_global_zero:
+            self._save(trainer, conv1_grids(weight.detach(), getattr(model, "towers", 1)))
+
+    def _save(self, trainer: L.Trainer, grids: list[torch.Tensor]) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for tower, grid in enumerate(grids, 1):
             save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}-tower_{tower}.png")

@@ -133,7 +133,7 @@ def train(cfg: DictConfig) -> float | None:
     if not rank_zero:  # one copy of the log in the console; each rank still has its own log file
         logging.getLogger("alexnet").setLevel(logging.WARNING)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=rank_zero)
     module = build_module(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, module.hparams["config"]["model"])
     datamodule = instantiate(cfg.data)

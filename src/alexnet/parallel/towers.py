@@ -62,6 +62,7 @@ class AlexNetTower(nn.Module):
                 "trainer=towers splits the paper's two-tower net (model.towers=2, model.grouped=true); "
                 "this model has no towers to split. Train it with trainer=ddp instead."
             )
+        self.towers = TOWERS
         self.towers_group = mesh["tensor_parallel"].get_group()
         self.num_classes = model.fc8.out_features
         placements = [Replicate(), Shard(0)]  # same on every replica, split between the towers
@@ -92,14 +93,22 @@ class AlexNetTower(nn.Module):
     @torch.no_grad()
     def _check_towers_agree(self, x: Tensor) -> None:
         """Both towers must see the same images and draw the same dropout masks, or training is silently wrong."""
-        rng = torch.cuda.get_rng_state() if x.is_cuda else torch.get_rng_state()
-        mine = torch.stack([x.double().sum(), x.double().square().sum(), rng.double().sum(), rng[::7].double().sum()])
+        rng = (torch.cuda.get_rng_state() if x.is_cuda else torch.get_rng_state()).long()
+        # Integer sums of the raw bits are exact in any order (int64 wraps the same way everywhere);
+        # the second, weighted by position in the batch, also tells a reordered batch.
+        bits = x.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]).long().flatten(1)
+        position = torch.arange(1, len(bits) + 1, device=x.device)
+        mine = torch.stack(
+            [bits.sum(), (bits.sum(1) * position).sum(), rng.sum().to(x.device), rng[::7].sum().to(x.device)]
+        )
         both = mine.new_empty(TOWERS * mine.numel())
         CommLog.add("consistency_check", mine)
         dist.all_gather_into_tensor(both, mine, group=self.towers_group)
         if not torch.equal(*both.view(TOWERS, -1)):
+            what = ["images", "images", "random state", "random state"]
+            differ = sorted({what[i] for i in range(len(what)) if both[i] != both[len(what) + i]})
             raise RuntimeError(
-                "the two towers of a replica received different images or random states. Both processes of a "
+                f"the two towers of a replica differ in their {' and '.join(differ)}. Both processes of a "
                 "tower pair must load the same batch: keep the data loading deterministic per data-parallel rank "
                 "(no rank-dependent seeds or samplers)."
             )
