@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from conftest import ROOT, TINY_DATA, run_cli
@@ -18,6 +21,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from alexnet.data import ShapesDataModule
+from alexnet.evaluate import load_model
+from alexnet.module import AlexNetModule
 
 # Two CPU processes, fp32 (bf16 would blur the agreement checks), a few steps.
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true"]
@@ -59,10 +64,6 @@ def test_ddp_writes_one_run_and_logs_the_mean_over_ranks(workdir):
     # The logged validation is over both ranks' images: one process validating the saved
     # weights on the same images (2 batches of 2 per rank = the first 8) gets the same numbers.
     checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
-    import lightning as L
-
-    from alexnet.evaluate import load_model
-    from alexnet.module import AlexNetModule
 
     data = ShapesDataModule(
         str(workdir / "data/shapes"), train_per_class=4, val_per_class=2, batch_size=4, num_workers=0, input_scale=1.0
@@ -195,3 +196,51 @@ def test_a_global_batch_that_does_not_split_is_refused():
     data._replicas = lambda: (4, 0)
     with pytest.raises(ValueError, match=r"data.batch_size=6 is the global batch.*batch_size_per_device"):
         data.device_batch_size  # noqa: B018
+
+
+def _fake_trainer(world_size: int, external: bool):
+    environment = SimpleNamespace(creates_processes_externally=external)
+    return SimpleNamespace(world_size=world_size, strategy=SimpleNamespace(cluster_environment=environment))
+
+
+@pytest.mark.parametrize(
+    ("launcher", "external", "error"),
+    [
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", False, None),  # Lightning starts the ranks
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", True, "every process would run every job"),
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", True, None),  # a task per rank
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", False, "one task but"),
+        ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", False, "several sweep jobs at once"),
+    ],
+)
+def test_which_sweeps_of_distributed_runs_are_refused(monkeypatch, launcher, external, error):
+    from alexnet.parallel import launch
+
+    monkeypatch.setattr(launch, "in_multirun", lambda: True)
+    monkeypatch.setattr(launch, "current_hydra", lambda: OmegaConf.create({"launcher": {"_target_": launcher}}))
+    if error is None:
+        launch.check_launch(_fake_trainer(2, external))
+    else:
+        with pytest.raises(RuntimeError, match=error):
+            launch.check_launch(_fake_trainer(2, external))
+    launch.check_launch(_fake_trainer(1, external))  # one process: nothing to refuse
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SLURM_JOB_ID": "123", "SLURM_STEP_ID": "0"}, "slurm-123.0"),
+        ({"TORCHELASTIC_RUN_ID": "abc"}, "torchrun-abc"),
+        ({"TORCHELASTIC_RUN_ID": "none"}, None),
+        ({}, None),
+    ],
+)
+def test_run_folder_is_named_after_the_launch(monkeypatch, env, expected):
+    from alexnet.parallel.launch import run_name
+
+    for key in ("SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    name = run_name()
+    assert name == expected if expected else re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", name)
