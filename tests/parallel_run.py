@@ -30,8 +30,6 @@ from alexnet.model import AlexNet
 from alexnet.module import AlexNetModule
 from alexnet.parallel import CommLog, TowersStrategy, counting_allreduce_hook
 
-NUM_CLASSES = 10
-
 
 class CountingDDP(DDPStrategy):
     """DDP whose gradient all-reduce is counted (Lightning registers comm hooks on CUDA only)."""
@@ -59,6 +57,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--images", type=int, default=24, help="size of the fixed data set")
     parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--classes", type=int, default=10, help="odd: the towers hold unequal shares of fc8")
     parser.add_argument("--strategy", choices=["single", "ddp", "towers"], default="single")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
     parser.add_argument("--count-bytes", action="store_true", help="write DIR/comm.json (rank 0's CommLog)")
@@ -67,14 +66,14 @@ def main() -> None:
     L.seed_everything(SEED)
     data = torch.Generator().manual_seed(0)
     images = torch.randn(args.images, 3, 227, 227, generator=data)
-    labels = torch.randint(0, NUM_CLASSES, (args.images,), generator=data)
+    labels = torch.randint(0, args.classes, (args.images,), generator=data)
     dataset = TensorDataset(images, labels)
     # Distributed, Lightning shuffles with DistributedSampler(seed=PL_GLOBAL_SEED) and gives replica r every
     # other image from r on; one process gets the same order from the same sampler.
     sampler = DistributedSampler(dataset, num_replicas=1, rank=0, seed=SEED) if args.strategy == "single" else None
     loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler)
 
-    model = AlexNet(num_classes=NUM_CLASSES, dropout=args.dropout, init="kaiming")
+    model = AlexNet(num_classes=args.classes, dropout=args.dropout, init="kaiming")
     module = AlexNetModule(
         model, optimizer=partial(torch.optim.SGD, lr=0.001, momentum=0.9, weight_decay=5e-4), channels_last=False
     )
@@ -109,7 +108,7 @@ def main() -> None:
     if trainer.global_rank == 0:
         (args.out / "losses.json").write_text(json.dumps(record.losses))
         if args.count_bytes:
-            (args.out / "comm.json").write_text(json.dumps({"bytes": comm.bytes, "calls": comm.calls}))
+            (args.out / "comm.json").write_text(json.dumps({"payload": comm.payload, "calls": comm.calls}))
 
 
 if __name__ == "__main__":

@@ -198,6 +198,18 @@ def test_a_global_batch_that_does_not_split_is_refused():
         data.device_batch_size  # noqa: B018
 
 
+def test_a_finished_run_folder_is_not_reused(tmp_path, monkeypatch):
+    from alexnet.parallel.launch import check_run_folder
+
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    check_run_folder(tmp_path)  # fresh: fine
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="new --rdzv-id"):
+        check_run_folder(tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued SLURM job resumes in its own folder
+    check_run_folder(tmp_path)
+
+
 def _fake_trainer(world_size: int, external: bool):
     environment = SimpleNamespace(creates_processes_externally=external)
     return SimpleNamespace(world_size=world_size, strategy=SimpleNamespace(cluster_environment=environment))
@@ -211,6 +223,7 @@ def _fake_trainer(world_size: int, external: bool):
         ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", True, None),  # a task per rank
         ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", False, "one task but"),
         ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", False, "several sweep jobs at once"),
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", False, "several sweep jobs at once"),
     ],
 )
 def test_which_sweeps_of_distributed_runs_are_refused(monkeypatch, launcher, external, error):
@@ -229,7 +242,14 @@ def test_which_sweeps_of_distributed_runs_are_refused(monkeypatch, launcher, ext
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"SLURM_JOB_ID": "123", "SLURM_STEP_ID": "0"}, "slurm-123.0"),
+        (
+            {"SLURM_JOB_ID": "123", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_NAME": "alexnet"},
+            "slurm-123.0",
+        ),
+        (
+            {"SLURM_JOB_ID": "123", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "bash"},
+            None,
+        ),  # srun --pty
         ({"TORCHELASTIC_RUN_ID": "abc"}, "torchrun-abc"),
         ({"TORCHELASTIC_RUN_ID": "none"}, None),
         ({}, None),
@@ -238,7 +258,7 @@ def test_which_sweeps_of_distributed_runs_are_refused(monkeypatch, launcher, ext
 def test_run_folder_is_named_after_the_launch(monkeypatch, env, expected):
     from alexnet.parallel.launch import run_name
 
-    for key in ("SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"):
+    for key in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

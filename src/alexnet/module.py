@@ -108,7 +108,8 @@ class AlexNetModule(L.LightningModule):
 
     def _count_flops(self, images: int, kind: str) -> None:
         per_image = self._flops_per_image.get(kind)
-        self.flops_per_batch = per_image * images if per_image else None
+        share = getattr(self.model, "towers", 1) if isinstance(self.model, AlexNetTower) else 1  # a tower's half
+        self.flops_per_batch = per_image * images // share if per_image else None
 
     def configure_model(self) -> None:
         """Lightning calls this once per process before training; ``trainer=towers`` splits the model here."""
@@ -185,7 +186,9 @@ class AlexNetModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # This device's generator only: every process restores rank 0's states, and the two
+            # towers of a pair must keep drawing the same dropout masks after a resume.
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
             # As tensors and plain Python values, so the checkpoint loads with weights_only=True.
             "numpy": [
                 torch.from_numpy(v.astype(np.int64)) if isinstance(v, np.ndarray) else v for v in np.random.get_state()
@@ -198,8 +201,11 @@ class AlexNetModule(L.LightningModule):
         if states is None:
             return
         torch.set_rng_state(states["torch"])
-        if states["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        cuda = states["cuda"]
+        if isinstance(cuda, list):  # checkpoints before 2026-11 held every device's state
+            cuda = cuda[0] if cuda else None
+        if cuda is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda)
         kind, keys, pos, has_gauss, cached = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         random.setstate(states["python"])

@@ -19,7 +19,7 @@ from torch import Tensor
 from alexnet.hardware import auto_precision
 from alexnet.model import count_parameters
 from alexnet.module import AlexNetModule
-from alexnet.parallel.launch import check_launch, launch_context, rank_suffix, run_name
+from alexnet.parallel.launch import check_launch, check_run_folder, launch_context, rank_suffix, run_name
 from alexnet.tracking import finish_wandb, git_commit, in_multirun
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,10 @@ def format_worst_classes(errors: Tensor, names: list[str], count: int = 5) -> st
 def train(cfg: DictConfig) -> float | None:
     """Fit, test the best checkpoint, write ``results.json``; return ``cfg.optimized_metric``.
 
-    Distributed, every process runs this; rank 0 alone checks the data up front (the others
-    wait for it inside ``fit``), logs, and writes the results.
+    Distributed, every process runs this; (local) rank 0 alone checks the data up front (the
+    others wait for it inside ``fit``) and logs, global rank 0 writes the results.
     """
+    check_run_folder(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
     if not rank_zero:  # one copy of the log in the console; each rank still has its own log file
         logging.getLogger("alexnet").setLevel(logging.WARNING)
@@ -147,12 +148,8 @@ def train(cfg: DictConfig) -> float | None:
     extras = {"parameters": count_parameters(module.model), "git_commit": git_commit()}
     for logger in loggers:
         logger.log_hyperparams(extras)
-    log.info(
-        "AlexNet with %s parameters, precision %s, %d process(es)",
-        f"{extras['parameters']:,}",
-        trainer.precision,
-        trainer.world_size,
-    )
+    processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
+    log.info("AlexNet with %s parameters, precision %s%s", f"{extras['parameters']:,}", trainer.precision, processes)
 
     try:
         with launch_context(trainer):
@@ -166,12 +163,12 @@ def train(cfg: DictConfig) -> float | None:
                 report = format_test_report(results, module, datamodule)
                 log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
     finally:
-        if rank_zero:
+        if trainer.is_global_zero:
             finish_wandb(loggers)
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results["best/val_top1_error"] = float(checkpoint.best_model_score)
         results["best/checkpoint"] = checkpoint.best_model_path
-    if rank_zero:
+    if trainer.is_global_zero:
         Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2) + "\n")
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None

@@ -28,22 +28,23 @@ from torch import Tensor
 
 
 class CommLog:
-    """Bytes handed to collectives per kind of call, while :meth:`recording`; process-local."""
+    """Bytes handed to collectives (``payload``) and calls, per kind of call, while :meth:`recording`."""
 
-    bytes: ClassVar[defaultdict[str, int]] = defaultdict(int)
+    payload: ClassVar[defaultdict[str, int]] = defaultdict(int)
     calls: ClassVar[defaultdict[str, int]] = defaultdict(int)
     enabled: ClassVar[bool] = False
 
     @classmethod
     def add(cls, kind: str, tensor: Tensor) -> None:
         if cls.enabled:
-            cls.bytes[kind] += tensor.numel() * tensor.element_size()
+            cls.payload[kind] += tensor.numel() * tensor.element_size()
             cls.calls[kind] += 1
 
     @classmethod
     @contextmanager
     def recording(cls):
-        cls.bytes.clear(), cls.calls.clear()
+        cls.payload.clear()
+        cls.calls.clear()
         cls.enabled = True
         try:
             yield cls
@@ -68,7 +69,7 @@ def _all_gather(x: Tensor, dim: int, group: dist.ProcessGroup, sizes: list[int])
     out = x.new_empty(world * x.shape[0], *x.shape[1:])
     CommLog.add("all_gather", x)
     dist.all_gather_into_tensor(out, x, group=group)
-    pieces = out.split(max(sizes)) if pad or len(set(sizes)) > 1 else [out]
+    pieces = out.split(max(sizes)) if len(set(sizes)) > 1 else [out]
     out = torch.cat([p[:s] for p, s in zip(pieces, sizes, strict=True)]) if len(pieces) > 1 else out
     return out.movedim(0, dim)
 

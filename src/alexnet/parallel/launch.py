@@ -30,11 +30,14 @@ from datetime import datetime
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import read_write
 
 from alexnet.tracking import current_hydra, in_multirun
 
-SEQUENTIAL_LAUNCHERS = ("BasicLauncher", "SlurmLauncher", "LocalLauncher")  # Hydra's basic, submitit's two
+# Launchers whose jobs each get their own processes: Hydra's basic one (jobs one after
+# another) and submitit's SLURM one (a SLURM job with a task per device for each point).
+SEQUENTIAL_LAUNCHERS = ("BasicLauncher", "SlurmLauncher")
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")  # set by Lightning's launcher
 CHILD_EXIT_TIMEOUT_S = 120
 
@@ -42,17 +45,29 @@ CHILD_EXIT_TIMEOUT_S = 120
 def run_name() -> str:
     """The run folder's name, the same in every process of one launch.
 
-    SLURM: the job and step (``slurm-123.0``, unchanged when the job is requeued);
+    SLURM batch jobs: the job and step (``slurm-123.0``, unchanged when the job is requeued);
     torchrun: its rendezvous id (``--rdzv-id``, or the one ``--standalone`` draws);
-    otherwise the start time, which Lightning passes on to the ranks it starts.
+    otherwise (also in an interactive SLURM shell) the start time, which Lightning passes on
+    to the ranks it starts. :func:`check_run_folder` refuses a folder that a finished run owns.
     """
     job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
-    if job and step:
+    if job and step and SLURMEnvironment.detect():  # not an interactive shell: Lightning's own test
         return f"slurm-{job}.{step}"
     rdzv = os.environ.get("TORCHELASTIC_RUN_ID")
     if rdzv and rdzv != "none":
         return f"torchrun-{rdzv}"
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def check_run_folder(output_dir: str | os.PathLike) -> None:
+    """A run named after its launch must not overwrite a finished run of the same name."""
+    finished = os.path.join(output_dir, "results.json")
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+    if os.path.exists(finished) and not requeued:
+        raise FileExistsError(
+            f"{output_dir} already holds a finished run ({finished}). Each launch needs its own name: give "
+            "torchrun a new --rdzv-id (or use --standalone), or set hydra.run.dir"
+        )
 
 
 def rank_suffix() -> str:
@@ -73,7 +88,8 @@ def check_launch(trainer: L.Trainer) -> None:
     external = trainer.strategy.cluster_environment.creates_processes_externally
     if launcher not in SEQUENTIAL_LAUNCHERS:
         raise RuntimeError(
-            f"hydra/launcher {launcher} runs several sweep jobs at once, and each of them would start "
+            f"hydra/launcher {launcher} runs several sweep jobs at once (or starts them in a way Lightning cannot "
+            f"restart for its other ranks), and each of them would start "
             f"{trainer.world_size} processes on the same devices. Sweep distributed runs with the default launcher "
             "(one job after another) or with hydra/launcher=slurm (one SLURM job per sweep point)."
         )

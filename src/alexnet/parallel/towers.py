@@ -32,6 +32,7 @@ from alexnet.lrn import LocalResponseNorm
 from alexnet.parallel.collectives import CommLog, gather_logits, gather_towers
 
 TOWERS = 2
+CHECK_EVERY_N_STEPS = 50  # both towers' batches and random states compared (a host sync on GPUs)
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
@@ -63,6 +64,7 @@ class AlexNetTower(nn.Module):
                 "this model has no towers to split. Train it with trainer=ddp instead."
             )
         self.towers = TOWERS
+        self._steps = 0  # training forwards in this process, for the periodic check
         self.towers_group = mesh["tensor_parallel"].get_group()
         self.num_classes = model.fc8.out_features
         placements = [Replicate(), Shard(0)]  # same on every replica, split between the towers
@@ -76,8 +78,9 @@ class AlexNetTower(nn.Module):
                 setattr(layer, key, nn.Parameter(distribute_tensor(param.detach(), mesh, placements)))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
+        if self.training and self._steps % CHECK_EVERY_N_STEPS == 0:
             self._check_towers_agree(x)
+        self._steps += self.training
         x = self.pool1(self.norm1(self.act1(_conv(self.conv1, x))))  # the image goes to both towers
         x = self.pool2(self.norm2(self.act2(_conv(self.conv2, x))))
         x = gather_towers(x, self.towers_group)  # conv3 sees both towers' maps
@@ -92,7 +95,10 @@ class AlexNetTower(nn.Module):
 
     @torch.no_grad()
     def _check_towers_agree(self, x: Tensor) -> None:
-        """Both towers must see the same images and draw the same dropout masks, or training is silently wrong."""
+        """Both towers must see the same images and draw the same dropout masks, or training is silently wrong.
+
+        Checked on the first step and every ``CHECK_EVERY_N_STEPS`` after it.
+        """
         rng = (torch.cuda.get_rng_state() if x.is_cuda else torch.get_rng_state()).long()
         # Integer sums of the raw bits are exact in any order (int64 wraps the same way everywhere);
         # the second, weighted by position in the batch, also tells a reordered batch.
@@ -134,8 +140,8 @@ class TowersStrategy(ModelParallelStrategy):
     a data-parallel replica: 2 devices are one pair, 4 devices two pairs, and so on
     across nodes. Checkpoints are saved as one file of full tensors by default, the
     same file one process writes; ``save_distributed_checkpoint=true`` writes a folder
-    of shards instead (faster at scale, still loadable by any strategy through
-    ``torch.distributed.checkpoint``).
+    of shards instead (faster at scale; ``python -m lightning.pytorch.utilities.consolidate_checkpoint``
+    makes the single file of it that ``eval.py`` and ``ckpt_path=`` read).
     """
 
     def __init__(self, save_distributed_checkpoint: bool = False, **kwargs: Any) -> None:
@@ -146,14 +152,15 @@ class TowersStrategy(ModelParallelStrategy):
             **kwargs,
         )
 
-    def _setup_distributed(self) -> None:
-        super()._setup_distributed()
-        if self.world_size % TOWERS:
+    def setup_environment(self) -> None:
+        processes = self.num_nodes * self.num_processes
+        if processes % TOWERS:
             raise ValueError(
                 f"trainer=towers needs an even number of processes (one per tower, in pairs); got "
-                f"{self.world_size}. Set trainer.devices (x trainer.num_nodes) to 2, 4, 6, ..."
+                f"{processes}. Set trainer.devices (x trainer.num_nodes) to 2, 4, 6, ..."
             )
-        self._data_parallel_size = self.world_size // TOWERS
+        self._data_parallel_size = processes // TOWERS
+        super().setup_environment()
 
     def post_backward(self, closure_loss: Tensor) -> None:
         super().post_backward(closure_loss)
