@@ -114,7 +114,7 @@ def test_ddp_trains_like_one_process_on_the_combined_batch_and_moves_the_gradien
 
 @pytest.mark.slow
 def test_counted_tower_traffic_matches_the_analytic_figures(tmp_path):
-    parallel_run(tmp_path / "towers", "--batch", "4", "--strategy", "towers", "--count-bytes", processes=2)
+    parallel_run(tmp_path / "towers", "--batch", "4", "--strategy", "towers", "--count-bytes", "--save-at", processes=2)
     counted = json.loads((tmp_path / "towers/comm.json").read_text())
     check = counted["payload"].pop("consistency_check")  # on the first step (then every 50): 4 int64
     assert check == 32
