@@ -131,7 +131,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     check_run_folder(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
-    if not rank_zero:  # one copy of the log in the console; each rank still has its own log file
+    if not rank_zero:  # one copy of the log in the console; other ranks log warnings and errors (to their own file)
         logging.getLogger("alexnet").setLevel(logging.WARNING)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=rank_zero)
