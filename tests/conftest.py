@@ -1,3 +1,4 @@
+import csv
 import os
 import subprocess
 import sys
@@ -54,3 +55,14 @@ def run_cli(script: str, *overrides: str, cwd: Path, env: dict | None = None) ->
         text=True,
         timeout=900,
     )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    """The command succeeded; otherwise show the end of its output."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of a run's metrics.csv (CSVLogger)."""
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))

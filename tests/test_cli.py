@@ -1,29 +1,19 @@
 """train.py and eval.py as a user runs them: experiments, errors, tracking, checkpoints, resume."""
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import FAST, ROOT, SHORT, TINY_DATA, run_cli
+from conftest import FAST, ROOT, SHORT, TINY_DATA, assert_ok, read_metrics, run_cli
 from wandb_records import summarize
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
-def _ok(result) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-
-
 def _run_dirs(cwd: Path) -> list[Path]:
     return sorted((cwd / "logs" / "train" / "runs").iterdir())
-
-
-def _metrics(run: Path) -> list[dict]:
-    with open(run / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +32,7 @@ def test_the_expected_experiments_exist():
 @pytest.mark.slow
 def test_every_experiment_composes_and_runs_one_batch(workdir):
     result = run_cli("train.py", "-m", "experiment=glob(*)", "logger=csv", *FAST, cwd=workdir)
-    _ok(result)
+    assert_ok(result)
     jobs = sorted((workdir / "logs" / "train" / "multiruns").glob("*/*/.hydra/overrides.yaml"))
     assert len(jobs) == len(EXPERIMENTS)
     assert {j.read_text().split("experiment=")[1].split()[0] for j in jobs} == set(EXPERIMENTS)
@@ -62,7 +52,7 @@ def test_each_ablation_reaches_the_model(workdir):
     }
     for name, (group, key, value) in expected.items():
         result = run_cli("train.py", f"experiment={name}", "--cfg", "job", cwd=workdir)
-        _ok(result)
+        assert_ok(result)
         assert yaml.safe_load(result.stdout)[group][key] == value, name
 
 
@@ -70,7 +60,7 @@ def test_each_ablation_reaches_the_model(workdir):
 def test_paper_recipe_with_experiment_paper_or_on_imagenet(tmp_path, choice):
     """The demo's CPU recipe stays with the demo data: both of these get the paper's §5 recipe."""
     result = run_cli("train.py", choice, "--cfg", "job", cwd=tmp_path)
-    _ok(result)
+    assert_ok(result)
     cfg = yaml.safe_load(result.stdout)
     assert cfg["optimizer"] == {
         "_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
@@ -84,10 +74,10 @@ def test_paper_recipe_with_experiment_paper_or_on_imagenet(tmp_path, choice):
 @pytest.mark.slow
 def test_short_run_writes_everything_and_eval_agrees(workdir):
     result = run_cli("train.py", "trainer.max_epochs=2", *SHORT, cwd=workdir)
-    _ok(result)
+    assert_ok(result)
     run = _run_dirs(workdir)[-1]
     # metrics.csv: two validated epochs, errors in [0, 1], the lr and the image rate logged.
-    rows = _metrics(run)
+    rows = read_metrics(run)
     val = [r for r in rows if r.get("val/top1_error")]
     assert [int(r["epoch"]) for r in val] == [0, 1]
     assert all(0 <= float(r["val/top1_error"]) <= 1 for r in val)
@@ -125,7 +115,7 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
         "eval.py", f"ckpt_path={results['best/checkpoint']}", "data.input_scale=255", *TINY_DATA,
         "trainer.limit_test_batches=2", cwd=workdir,
     )  # fmt: skip
-    _ok(evaluated)
+    assert_ok(evaluated)
     eval_results = json.loads(sorted((workdir / "logs" / "eval" / "runs").glob("*/results.json"))[-1].read_text())
     for key in ("centre_crop_top1_error", "centre_crop_top5_error", "ten_crop_top1_error", "ten_crop_top5_error"):
         assert eval_results[f"test/{key}"] == pytest.approx(results[f"test/{key}"])
@@ -137,13 +127,13 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
 def test_resume_continues_exactly(workdir):
     """Two epochs straight == one epoch, stop, resume with ckpt_path=last for the second."""
     common = ["logger=csv", "test=false", *SHORT]
-    _ok(run_cli("train.py", "trainer.max_epochs=2", *common, cwd=workdir))
+    assert_ok(run_cli("train.py", "trainer.max_epochs=2", *common, cwd=workdir))
     straight = _run_dirs(workdir)[-1]
-    _ok(run_cli("train.py", "trainer.max_epochs=1", *common, cwd=workdir))
+    assert_ok(run_cli("train.py", "trainer.max_epochs=1", *common, cwd=workdir))
     resumed = run_cli("train.py", "trainer.max_epochs=2", "ckpt_path=last", *common, cwd=workdir)
-    _ok(resumed)
+    assert_ok(resumed)
     second = _run_dirs(workdir)[-1]
-    assert [int(r["epoch"]) for r in _metrics(second) if r.get("val/top1_error")] == [1]  # only the second epoch
+    assert [int(r["epoch"]) for r in read_metrics(second) if r.get("val/top1_error")] == [1]  # only the second epoch
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 6 and a["epoch"] == b["epoch"]
@@ -164,7 +154,7 @@ def test_multirun_gives_each_job_its_own_wandb_run_in_one_group(workdir):
         "train.py", "-m", "experiment=ablate_lrn,ablate_overlap", "trainer.max_epochs=1", "test=false",
         *SHORT, cwd=workdir,
     )  # fmt: skip
-    _ok(result)
+    assert_ok(result)
     sweep = sorted((workdir / "logs" / "train" / "multiruns").iterdir())[-1]
     files = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
     assert len(files) == 2
@@ -199,7 +189,7 @@ def test_optuna_sweep_tunes_lr_and_weight_decay(workdir):
         "train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1",
         "logger=csv", *SHORT, cwd=workdir,
     )  # fmt: skip
-    _ok(result)
+    assert_ok(result)
     sweep = sorted((workdir / "logs" / "train" / "multiruns").iterdir())[-1]
     best = (sweep / "optimization_results.yaml").read_text()
     assert "optimizer.lr" in best and "optimizer.weight_decay" in best and "best_value" in best

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, TINY_DATA, run_cli
+from conftest import ROOT, TINY_DATA, assert_ok, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -30,18 +29,13 @@ TOWERS = ["trainer=towers", "trainer.accelerator=cpu", "trainer.precision=32-tru
 STEPS = [*TINY_DATA, "trainer.max_steps=3", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
 
 
-def _ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-
-
 def _only(paths: list[Path]) -> Path:
     assert len(paths) == 1, paths
     return paths[0]
 
 
 def _last_val(run: Path) -> dict[str, float]:
-    with open(run / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/loss")]
+    rows = [r for r in read_metrics(run) if r.get("val/loss")]
     return {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
 
 
@@ -53,7 +47,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_ddp_writes_one_run_and_logs_the_mean_over_ranks(workdir):
     result = run_cli("train.py", *DDP, *STEPS, "test=false", cwd=workdir)
-    _ok(result)
+    assert_ok(result)
     run = _only(sorted((workdir / "logs/train/runs").iterdir()))  # one folder for both processes
     assert (run / "train.log").exists() and (run / "train_ddp_process_1.log").exists()  # a log per rank
     best, last = sorted(p.name for p in (run / "checkpoints").iterdir())  # one file per checkpoint
@@ -78,7 +72,7 @@ def test_ddp_writes_one_run_and_logs_the_mean_over_ranks(workdir):
 
 @pytest.mark.slow
 def test_towers_checkpoint_evaluates_on_one_process_as_the_run_reported(workdir):
-    _ok(run_cli("train.py", *TOWERS, *STEPS, "logger=csv", "hydra.run.dir=logs/towers", cwd=workdir))
+    assert_ok(run_cli("train.py", *TOWERS, *STEPS, "logger=csv", "hydra.run.dir=logs/towers", cwd=workdir))
     run = workdir / "logs/towers"
     reported = json.loads((run / "results.json").read_text())
     checkpoint = torch.load(reported["best/checkpoint"], weights_only=True)
@@ -89,7 +83,7 @@ def test_towers_checkpoint_evaluates_on_one_process_as_the_run_reported(workdir)
     result = run_cli(
         "eval.py", f"ckpt_path={reported['best/checkpoint']}", *TINY_DATA, "trainer.precision=32-true", cwd=workdir
     )
-    _ok(result)
+    assert_ok(result)
     evaluated = json.loads(_only(sorted((workdir / "logs/eval/runs").glob("*/results.json"))).read_text())
     for key in ("test/centre_crop_top1_error", "test/centre_crop_top5_error", "test/ten_crop_top1_error"):
         assert evaluated[key] == pytest.approx(reported[key]), key
@@ -119,7 +113,7 @@ def test_a_killed_rank_ends_the_run_and_it_resumes_from_last(tmp_path):
     epochs_done = torch.load(last, weights_only=True)["epoch"]
 
     result = run_cli("train.py", *overrides, f"trainer.max_epochs={epochs_done + 2}", "ckpt_path=last", cwd=tmp_path)
-    _ok(result)
+    assert_ok(result)
     assert f"Restored all states from the checkpoint at {last}" in result.stdout + result.stderr
     resumed = sorted((tmp_path / "logs/train/runs").glob("*/checkpoints/last.ckpt"), key=os.path.getmtime)[-1]
     assert torch.load(resumed, weights_only=True)["epoch"] == epochs_done + 1
@@ -128,7 +122,7 @@ def test_a_killed_rank_ends_the_run_and_it_resumes_from_last(tmp_path):
 @pytest.mark.slow
 def test_multirun_of_ddp_jobs_runs_each_job_once_in_its_own_folder(tmp_path):
     result = run_cli("train.py", "-m", "seed=1,2", *DDP, *STEPS, "test=false", cwd=tmp_path)
-    _ok(result)
+    assert_ok(result)
     sweep = _only(sorted((tmp_path / "logs/train/multiruns").iterdir()))  # rank 1 never ran the sweep itself
     assert not (tmp_path / "logs/train/runs").exists()  # nor a run of its own
     jobs = sorted(p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml"))
@@ -154,7 +148,7 @@ def test_torchrun_runs_share_one_folder_and_a_sweep_under_torchrun_is_refused(wo
         text=True,
         timeout=600,
     )
-    _ok(result)
+    assert_ok(result)
     run = _only(sorted((workdir / "logs/train/runs").glob("torchrun-*")))
     assert (run / "train.log").exists() and (run / "train_rank1.log").exists()
     assert (run / "checkpoints/last.ckpt").exists()
