@@ -102,11 +102,11 @@ class AlexNetTower(nn.Module):
         rng = (torch.cuda.get_rng_state() if x.is_cuda else torch.get_rng_state()).long()
         # Integer sums of the raw bits are exact in any order (int64 wraps the same way everywhere);
         # the second, weighted by position in the batch, also tells a reordered batch.
-        bits = x.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]).long().flatten(1)
-        position = torch.arange(1, len(bits) + 1, device=x.device)
-        mine = torch.stack(
-            [bits.sum(), (bits.sum(1) * position).sum(), rng.sum().to(x.device), rng[::7].sum().to(x.device)]
-        )
+        bits = x.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()])
+        per_image = bits.sum(dim=tuple(range(1, bits.dim())), dtype=torch.int64)  # no copy of the batch
+        position = torch.arange(1, len(per_image) + 1, device=x.device)
+        rng = rng.to(x.device)
+        mine = torch.stack([per_image.sum(), (per_image * position).sum(), rng.sum(), rng[::7].sum()])
         both = mine.new_empty(TOWERS * mine.numel())
         CommLog.add("consistency_check", mine)
         dist.all_gather_into_tensor(both, mine, group=self.towers_group)
