@@ -69,8 +69,8 @@ def _all_gather(x: Tensor, dim: int, group: dist.ProcessGroup, sizes: list[int])
     out = x.new_empty(world * x.shape[0], *x.shape[1:])
     CommLog.add("all_gather", x)
     dist.all_gather_into_tensor(out, x, group=group)
-    pieces = out.split(max(sizes)) if len(set(sizes)) > 1 else [out]
-    out = torch.cat([p[:s] for p, s in zip(pieces, sizes, strict=True)]) if len(pieces) > 1 else out
+    if len(set(sizes)) > 1:  # drop the padding
+        out = torch.cat([piece[:size] for piece, size in zip(out.split(max(sizes)), sizes, strict=True)])
     return out.movedim(0, dim)
 
 
