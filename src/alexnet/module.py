@@ -108,8 +108,7 @@ class AlexNetModule(L.LightningModule):
 
     def _count_flops(self, images: int, kind: str) -> None:
         per_image = self._flops_per_image.get(kind)
-        share = getattr(self.model, "towers", 1) if isinstance(self.model, AlexNetTower) else 1  # a tower's half
-        self.flops_per_batch = per_image * images // share if per_image else None
+        self.flops_per_batch = per_image * images if per_image else None
 
     def configure_model(self) -> None:
         """Lightning calls this once per process before training; ``trainer=towers`` splits the model here."""
@@ -117,6 +116,8 @@ class AlexNetModule(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         if self.device_mesh is not None and not isinstance(self.model, AlexNetTower):
             self.model = AlexNetTower(self.model, self.device_mesh)
+            # FLOPs per process, measured in setup() just before: a tower is half the net.
+            self._flops_per_image = {k: v // self.model.towers for k, v in self._flops_per_image.items()}
             # Both towers of a replica see the same images: metrics count each image once, per replica.
             replicas = self.device_mesh["data_parallel"].get_group()
             for metric in self.modules():
