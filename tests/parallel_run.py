@@ -101,6 +101,7 @@ def main() -> None:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        enable_checkpointing=False,  # only SaveAt's checkpoints, in DIR
         callbacks=[record, SaveAt(args.out, args.save_at)],
     )
     # The towers' strategy re-seeds when the processes connect; the same here keeps dropout masks equal.
