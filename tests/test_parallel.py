@@ -39,18 +39,23 @@ def _relative_errors(ours: dict[str, torch.Tensor], reference: dict[str, torch.T
     return {name: ((ours[name] - expected).norm() / expected.norm()).item() for name, expected in reference.items()}
 
 
-def assert_same_parameters(ckpt: Path, reference_ckpt: Path) -> None:
-    """Same tensor names and parameters as the reference run, to 1e-5 of each tensor's norm.
+def assert_same_updates(ckpt: Path, reference_ckpt: Path, start_ckpt: Path) -> None:
+    """Same tensor names and shapes, and each tensor moved from ``start_ckpt`` as in the reference run, to 5%.
 
-    A bias is a sum over every position of every image, so a bias updated from zero
-    (conv1's) carries fp32 rounding of ~1e-5 of itself when the batch is split
-    differently: biases get 1e-4, far below what a wrong shard, a doubled or a missing
-    gradient gives (an error of the order of the update itself).
+    Not to fp32 rounding: a pre-activation within rounding of ReLU's kink (or a near-tie in
+    max-pooling) can fall the other way in either run, and that one position's gradient then
+    shifts every gradient below it. Seen with torch 2.14 on CPU: 1 of 173,056 conv5 outputs at
+    +1.3e-6 in one process and -4.5e-8 under towers moved step 3's conv gradients by 1%, and the
+    two-step update by under 1%. A wrong shard, a doubled or a missing gradient moves a tensor by
+    another 20-100% of its update.
     """
     ours = torch.load(ckpt, weights_only=True)["state_dict"]
     reference = torch.load(reference_ckpt, weights_only=True)["state_dict"]
-    for name, error in _relative_errors(ours, reference).items():
-        assert error < (1e-4 if name.endswith("bias") else 1e-5), f"{name}: relative error {error:.1e}"
+    start = torch.load(start_ckpt, weights_only=True)["state_dict"]
+    moved = {name: ours[name] - start[name] for name in ours}
+    expected = {name: reference[name] - start[name] for name in reference}
+    for name, error in _relative_errors(moved, expected).items():
+        assert error < 0.05, f"{name}: its update differs by {error:.1e} of itself"
 
 
 def assert_same_first_gradient(ckpt: Path, reference_ckpt: Path) -> None:
@@ -81,7 +86,9 @@ def test_two_towers_train_like_the_grouped_model_in_one_process(tmp_path):
     torch.testing.assert_close(torch.tensor(towers), torch.tensor(single), rtol=1e-5, atol=0)
     assert single[0] != single[1]  # the steps really changed the model
     assert_same_first_gradient(tmp_path / "towers/step_1.ckpt", tmp_path / "single/step_1.ckpt")
-    assert_same_parameters(tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+    assert_same_updates(
+        tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt", tmp_path / "single/step_1.ckpt"
+    )
 
 
 @pytest.mark.slow
@@ -95,7 +102,9 @@ def test_two_by_two_towers_resume_a_single_process_checkpoint(tmp_path):
         processes=4,
     )
     torch.testing.assert_close(torch.tensor(towers), torch.tensor(single[1:]), rtol=1e-5, atol=0)
-    assert_same_parameters(tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+    assert_same_updates(
+        tmp_path / "towers/step_3.ckpt", tmp_path / "single/step_3.ckpt", tmp_path / "single/step_1.ckpt"
+    )
 
 
 @pytest.mark.slow
@@ -107,7 +116,7 @@ def test_ddp_trains_like_one_process_on_the_combined_batch_and_moves_the_gradien
     )
     torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-5, atol=0)
     assert_same_first_gradient(tmp_path / "ddp/step_1.ckpt", tmp_path / "single/step_1.ckpt")
-    assert_same_parameters(tmp_path / "ddp/step_3.ckpt", tmp_path / "single/step_3.ckpt")
+    assert_same_updates(tmp_path / "ddp/step_3.ckpt", tmp_path / "single/step_3.ckpt", tmp_path / "single/step_1.ckpt")
     counted = json.loads((tmp_path / "ddp/comm.json").read_text())["payload"]
     assert counted == payload_by_kind(ddp_transfers(num_classes=10), steps=3)
 
