@@ -12,22 +12,81 @@ gradients and parameters. The images are the same for every run; a replica of a 
 reads every other image, so two replicas of batch 4 see the single run's batch 8.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: DDP checks that a comm hook's ``bucket`` is
+# annotated with the class dist.GradBucket itself, not with a string.
 import argparse
 import json
 import os
+from collections import defaultdict
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from alexnet.model import AlexNet
 from alexnet.module import AlexNetModule
-from alexnet.parallel import CommLog, TowersStrategy, counting_allreduce_hook
+from alexnet.parallel import TowersStrategy, collectives, towers
+
+# Bytes handed to each kind of collective (all-gather: a process's own piece; reduce-scatter and
+# all-reduce: the whole buffer) and calls, while recording: what alexnet.parallel.communication predicts.
+PAYLOAD: defaultdict = defaultdict(int)
+CALLS: defaultdict = defaultdict(int)
+RECORDING = False
+
+
+def count(kind: str, tensor: torch.Tensor) -> None:
+    if RECORDING:
+        PAYLOAD[kind] += tensor.numel() * tensor.element_size()
+        CALLS[kind] += 1
+
+
+class CountingCollectives:
+    """torch.distributed as alexnet.parallel's modules see it, with their collectives counted.
+
+    The towers' consistency check (int64 sums) is counted apart from the activations.
+    """
+
+    def __getattr__(self, name: str):
+        return getattr(dist, name)
+
+    def all_gather_into_tensor(self, output, input, **kwargs):
+        count("consistency_check" if input.dtype == torch.int64 else "all_gather", input)
+        return dist.all_gather_into_tensor(output, input, **kwargs)
+
+    def reduce_scatter_tensor(self, output, input, **kwargs):
+        count("reduce_scatter", input)
+        return dist.reduce_scatter_tensor(output, input, **kwargs)
+
+    def all_reduce(self, tensor, **kwargs):
+        count("all_reduce", tensor)
+        return dist.all_reduce(tensor, **kwargs)
+
+
+@contextmanager
+def recording():
+    """Count alexnet.parallel's collectives (not Lightning's or torchmetrics' own) inside the block."""
+    global RECORDING
+    collectives.dist = towers.dist = CountingCollectives()
+    RECORDING = True
+    try:
+        yield
+    finally:
+        RECORDING = False
+        collectives.dist = towers.dist = dist
+
+
+def counting_allreduce_hook(
+    process_group: dist.ProcessGroup, bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP's default gradient all-reduce (mean), counting each bucket's bytes."""
+    count("all_reduce", bucket.buffer())
+    return allreduce_hook(process_group, bucket)
 
 
 class CountingDDP(DDPStrategy):
@@ -70,7 +129,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10, help="odd: the towers hold unequal shares of fc8")
     parser.add_argument("--strategy", choices=["single", "ddp", "towers"], default="single")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
-    parser.add_argument("--count-bytes", action="store_true", help="write DIR/comm.json (rank 0's CommLog)")
+    parser.add_argument("--count-bytes", action="store_true", help="write DIR/comm.json (rank 0's collectives)")
     parser.add_argument("--save-at", type=int, nargs="*", default=[1, 3], help="steps after which to checkpoint")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,12 +165,12 @@ def main() -> None:
     )
     # The towers' strategy re-seeds when the processes connect; the same here keeps dropout masks equal.
     L.seed_everything(SEED)
-    with CommLog.recording() as comm:
+    with recording():
         trainer.fit(module, train_dataloaders=loader, ckpt_path=args.resume)
     if trainer.global_rank == 0:
         (args.out / "losses.json").write_text(json.dumps(record.losses))
         if args.count_bytes:
-            (args.out / "comm.json").write_text(json.dumps({"payload": comm.payload, "calls": comm.calls}))
+            (args.out / "comm.json").write_text(json.dumps({"payload": PAYLOAD, "calls": CALLS}))
 
 
 if __name__ == "__main__":

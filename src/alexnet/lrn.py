@@ -123,6 +123,12 @@ class LocalResponseNorm(nn.Module):
             out = _LRNFunction.apply(xc, self._bands[key], self.beta, self.k)
         return out.to(x.dtype)
 
+    def one_group(self) -> LocalResponseNorm:
+        """The same normalization for the maps of one group alone: what each process of a tower pair runs."""
+        return LocalResponseNorm(
+            size=self.size, alpha=self.alpha, beta=self.beta, k=self.k, divide_alpha_by_size=self.divide_alpha_by_size
+        )
+
     def extra_repr(self) -> str:
         extra = ", divide_alpha_by_size=True" if self.divide_alpha_by_size else ""
         extra += f", groups={self.groups}" if self.groups > 1 else ""

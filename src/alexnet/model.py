@@ -25,11 +25,17 @@ WIDTHS = {
     # the fully connected layers kept at full size.
     "one tower": (48, 128, 192, 192, 256),
 }
-# (size, alpha, beta, k, divide_alpha_by_size) for each reading of LRN.
+# LocalResponseNorm's constants for each reading of §3.3.
 LRN_STYLES = {
-    "paper": (5, 1e-4, 0.75, 2.0, False),  # §3.3
-    "cuda-convnet": (5, 1e-4, 0.75, 2.0, True),  # authors' released configs
-    "caffe": (5, 1e-4, 0.75, 1.0, True),  # bvlc_alexnet
+    "paper": {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0},  # §3.3
+    "cuda-convnet": {
+        "size": 5,
+        "alpha": 1e-4,
+        "beta": 0.75,
+        "k": 2.0,
+        "divide_alpha_by_size": True,
+    },  # released configs
+    "caffe": {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 1.0, "divide_alpha_by_size": True},  # bvlc_alexnet
 }
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 INITS = ("paper", "caffe", "kaiming")
@@ -43,6 +49,10 @@ def _check(name: str, value: object, allowed: tuple) -> None:
 
 class AlexNet(nn.Module):
     """The paper's network; every keyword switches one ablation.
+
+    The layers are declared in the order they run, and that declaration is the net:
+    ``forward`` applies them one after another, and :class:`alexnet.parallel.AlexNetTower`
+    and :mod:`alexnet.parallel.communication` read the same list (with ``TOWERS_JOIN``).
 
     Args:
         num_classes: outputs of fc8.
@@ -59,6 +69,9 @@ class AlexNet(nn.Module):
         init: "paper" (N(0, 0.01), biases 1 in conv2/4/5 and fc6/7), "caffe" (same,
             those biases 0.1) or "kaiming" (He normal, biases 0).
     """
+
+    # The layers whose input is both towers' maps (§3.2, Figure 2): everywhere else a tower sees only its own.
+    TOWERS_JOIN = ("conv3", "fc6", "fc7", "fc8")
 
     def __init__(
         self,
@@ -81,7 +94,12 @@ class AlexNet(nn.Module):
             raise ValueError(f"model.dropout={dropout!r} is not valid; allowed values: 0 <= dropout < 1")
         if num_classes < 1:
             raise ValueError(f"model.num_classes={num_classes!r} is not valid; it must be >= 1")
-        self.towers, self.activation = towers, activation
+        # The arguments that rebuild this net: AlexNet(**model.model_kwargs) (checkpoints store them).
+        self.model_kwargs = {
+            "num_classes": num_classes, "towers": towers, "grouped": grouped, "lrn": lrn, "lrn_style": lrn_style,
+            "overlap": overlap, "dropout": dropout, "activation": activation, "init": init,
+        }  # fmt: skip
+        self.num_classes, self.towers, self.activation = num_classes, towers, activation
         c1, c2, c3, c4, c5 = WIDTHS["two towers" if towers == 2 else "one tower"]
         g = 2 if towers == 2 and grouped else 1
         act = ACTIVATIONS[activation]
@@ -89,37 +107,45 @@ class AlexNet(nn.Module):
 
         def norm() -> nn.Module:
             # Each tower normalizes its own maps (LocalResponseNorm's groups).
-            return LocalResponseNorm(*LRN_STYLES[lrn_style], groups=g) if lrn else nn.Identity()
+            return LocalResponseNorm(**LRN_STYLES[lrn_style], groups=g) if lrn else nn.Identity()
 
-        self.conv1 = nn.Conv2d(3, c1, 11, stride=4)  # input shared by both towers
-        self.act1, self.norm1, self.pool1 = act(), norm(), nn.MaxPool2d(*pool)
-        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=g)
-        self.act2, self.norm2, self.pool2 = act(), norm(), nn.MaxPool2d(*pool)
-        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)  # towers connect
+        # Shapes for the paper's net (two towers, overlapping pooling).
+        self.conv1 = nn.Conv2d(3, c1, 11, stride=4)  # (N, 3, 227, 227) -> (N, 96, 55, 55); both towers see the image
+        self.act1 = act()
+        self.norm1 = norm()
+        self.pool1 = nn.MaxPool2d(*pool)  # -> (N, 96, 27, 27)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2, groups=g)  # -> (N, 256, 27, 27)
+        self.act2 = act()
+        self.norm2 = norm()
+        self.pool2 = nn.MaxPool2d(*pool)  # -> (N, 256, 13, 13)
+        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)  # -> (N, 384, 13, 13); the towers connect
         self.act3 = act()
-        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=g)
+        self.conv4 = nn.Conv2d(c3, c4, 3, padding=1, groups=g)  # -> (N, 384, 13, 13)
         self.act4 = act()
-        self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=g)
-        self.act5, self.pool5 = act(), nn.MaxPool2d(*pool)
-        self.fc6 = nn.Linear(c5 * 6 * 6, 4096)  # towers connect in every fc layer
-        self.act6, self.drop6 = act(), nn.Dropout(dropout)
-        self.fc7 = nn.Linear(4096, 4096)
-        self.act7, self.drop7 = act(), nn.Dropout(dropout)
-        self.fc8 = nn.Linear(4096, num_classes)
+        self.conv5 = nn.Conv2d(c4, c5, 3, padding=1, groups=g)  # -> (N, 256, 13, 13)
+        self.act5 = act()
+        self.pool5 = nn.MaxPool2d(*pool)  # -> (N, 256, 6, 6)
+        self.flatten = nn.Flatten()  # -> (N, 9216)
+        self.fc6 = nn.Linear(c5 * 6 * 6, 4096)  # -> (N, 4096); the towers connect in every fc layer
+        self.act6 = act()
+        self.drop6 = nn.Dropout(dropout)
+        self.fc7 = nn.Linear(4096, 4096)  # -> (N, 4096)
+        self.act7 = act()
+        self.drop7 = nn.Dropout(dropout)
+        self.fc8 = nn.Linear(4096, num_classes)  # -> (N, num_classes): the logits
         self.reset_parameters(init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.children():  # in the order declared
+            x = layer(x)
+        return x
 
     def features(self, x: Tensor) -> Tensor:
         """conv1..pool5: a (N, 3, 227, 227) image batch to (N, 256, 6, 6) maps."""
-        x = self.pool1(self.norm1(self.act1(self.conv1(x))))
-        x = self.pool2(self.norm2(self.act2(self.conv2(x))))
-        x = self.act5(self.conv5(self.act4(self.conv4(self.act3(self.conv3(x))))))
-        return self.pool5(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.features(x), 1)
-        x = self.drop6(self.act6(self.fc6(x)))
-        x = self.drop7(self.act7(self.fc7(x)))
-        return self.fc8(x)
+        layers = list(self.children())
+        for layer in layers[: layers.index(self.flatten)]:
+            x = layer(x)
+        return x
 
     @torch.no_grad()
     def reset_parameters(self, init: str = "paper") -> None:

@@ -10,46 +10,13 @@ the gathered tensor:
 - ``gather_logits``: both towers compute the *same* loss from the gathered
   logits, so each tower's gradient is already complete: keep its own slice, no
   communication (summing would count the loss twice).
-
-``CommLog`` records what every collective here (and DDP's gradient buckets,
-through :func:`counting_allreduce_hook`) sends, so the analytic figures of
-:mod:`alexnet.parallel.communication` can be checked against a real run.
 """
 
-# No ``from __future__ import annotations``: DDP checks that a comm hook's ``bucket`` is
-# annotated with the class dist.GradBucket itself, not with a string.
-from collections import defaultdict
-from contextlib import contextmanager
-from typing import ClassVar
+from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-
-class CommLog:
-    """Bytes handed to collectives (``payload``) and calls, per kind of call, while :meth:`recording`."""
-
-    payload: ClassVar[defaultdict[str, int]] = defaultdict(int)
-    calls: ClassVar[defaultdict[str, int]] = defaultdict(int)
-    enabled: ClassVar[bool] = False
-
-    @classmethod
-    def add(cls, kind: str, tensor: Tensor) -> None:
-        if cls.enabled:
-            cls.payload[kind] += tensor.numel() * tensor.element_size()
-            cls.calls[kind] += 1
-
-    @classmethod
-    @contextmanager
-    def recording(cls):
-        cls.payload.clear()
-        cls.calls.clear()
-        cls.enabled = True
-        try:
-            yield cls
-        finally:
-            cls.enabled = False
 
 
 def _split_sizes(total: int, parts: int) -> list[int]:
@@ -67,7 +34,6 @@ def _all_gather(x: Tensor, dim: int, group: dist.ProcessGroup, sizes: list[int])
         x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
     x = x.contiguous()
     out = x.new_empty(world * x.shape[0], *x.shape[1:])
-    CommLog.add("all_gather", x)
     dist.all_gather_into_tensor(out, x, group=group)
     if len(set(sizes)) > 1:  # drop the padding
         out = torch.cat([piece[:size] for piece, size in zip(out.split(max(sizes)), sizes, strict=True)])
@@ -90,7 +56,6 @@ class _GatherTowers(torch.autograd.Function):
         # (..., world * C, ...) -> (world * C', ...) with each rank's slice contiguous, then reduce-scatter (sum).
         pieces = grad.movedim(ctx.dim, 0).contiguous()
         out = pieces.new_empty(pieces.shape[0] // world, *pieces.shape[1:])
-        CommLog.add("reduce_scatter", pieces)
         dist.reduce_scatter_tensor(out, pieces, group=ctx.group)
         return out.movedim(0, ctx.dim).contiguous(memory_format=ctx.memory_format), None, None
 
@@ -116,13 +81,3 @@ def gather_towers(x: Tensor, group: dist.ProcessGroup, dim: int = 1) -> Tensor:
 def gather_logits(x: Tensor, num_classes: int, group: dist.ProcessGroup) -> Tensor:
     """All ``num_classes`` logits from each tower's share, for a loss computed identically by every tower."""
     return _GatherLogits.apply(x, num_classes, group)
-
-
-def counting_allreduce_hook(
-    process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
-) -> torch.futures.Future[torch.Tensor]:
-    """DDP's default gradient all-reduce (mean), recording each bucket's bytes in :class:`CommLog`."""
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-    CommLog.add("all_reduce", bucket.buffer())
-    return allreduce_hook(process_group, bucket)

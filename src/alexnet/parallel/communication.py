@@ -4,9 +4,8 @@
     python -m alexnet.parallel.communication --batch 256 --classes 1000
 
 Two figures per collective. The *payload* is what each process hands to the call
-(all-gather: its own piece; reduce-scatter and all-reduce: the whole buffer); it is
-what :class:`alexnet.parallel.CommLog` counts in a real run, and the tests check the
-two against each other. The bytes each device *sends* follow from it for ring
+(all-gather: its own piece; reduce-scatter and all-reduce: the whole buffer); the
+tests count it in a real run and check the two against each other. The bytes each device *sends* follow from it for ring
 algorithms over ``p`` devices: all-gather ``(p-1) x piece``, reduce-scatter
 ``(p-1)/p x buffer``, all-reduce ``2 (p-1)/p x buffer``.
 
@@ -22,8 +21,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+import torch
+
 from alexnet.model import AlexNet, count_parameters
-from alexnet.parallel.towers import TOWERS
+from alexnet.parallel.towers import SHARDED, TOWERS, gather_points
 
 
 @dataclass(frozen=True)
@@ -47,19 +48,31 @@ class Transfer:
 
 
 def towers_transfers(batch: int, num_classes: int = 1000, activation_bytes: int = 4) -> list[Transfer]:
-    """Per step and tower of the 2-tower net, ``batch`` images per replica."""
-    classes = -(-num_classes // TOWERS)
-    tower_maps = {  # this tower's half of the maps where the towers connect
-        "conv3 input (pool2, 128x13x13)": 128 * 13 * 13,
-        "fc6 input (pool5, 128x6x6)": 128 * 6 * 6,
-        "fc7 input (fc6, 2048)": 2048,
-        "fc8 input (fc7, 2048)": 2048,
-    }
+    """Per step and tower of the 2-tower net, ``batch`` images per replica.
+
+    The places and sizes come from the model itself: its maps where a tower gathers
+    (:func:`alexnet.parallel.gather_points`), measured on the meta device.
+    """
+    with torch.device("meta"):
+        model = AlexNet(num_classes=num_classes)
+        image = torch.empty(1, 3, 227, 227)
+    maps: dict[str, torch.Size] = {}
+    points = gather_points(model)
+    for name in points:
+        layer = getattr(model, name)
+        layer.register_forward_pre_hook(lambda _, args, name=name: maps.__setitem__(name, args[0].shape[1:]))
+    model(image)
+    children = list(model.named_children())
     transfers = []
-    for what, size in tower_maps.items():
-        piece = batch * size * activation_bytes
+    for point in points:
+        start = next(i for i, (name, _) in enumerate(children) if name == point)
+        fed = next(name for name, layer in children[start:] if isinstance(layer, SHARDED))  # what the maps feed
+        share = (maps[point][0] // TOWERS, *maps[point][1:])  # this tower's half of the maps
+        piece = batch * torch.Size(share).numel() * activation_bytes
+        what = f"{fed} input ({'x'.join(map(str, share))} per tower)"
         transfers.append(Transfer(f"{what}: forward", "all_gather", piece, TOWERS))
         transfers.append(Transfer(f"{what}: backward", "reduce_scatter", TOWERS * piece, TOWERS))
+    classes = -(-num_classes // TOWERS)
     transfers.append(
         Transfer(f"logits ({classes} per tower)", "all_gather", batch * classes * activation_bytes, TOWERS)
     )
@@ -77,7 +90,7 @@ def ddp_transfers(num_classes: int = 1000, replicas: int = 2, towers: bool = Fal
 
 
 def payload_by_kind(transfers: list[Transfer], steps: int = 1) -> dict[str, int]:
-    """Total payload per kind of collective over ``steps`` steps, as :class:`CommLog` counts it."""
+    """Total payload per kind of collective over ``steps`` steps, as the tests count it in a run."""
     totals: dict[str, int] = {}
     for t in transfers:
         totals[t.kind] = totals.get(t.kind, 0) + t.payload * steps

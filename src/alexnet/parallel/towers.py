@@ -29,24 +29,43 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from torch.nn import functional as F
 
 from alexnet.lrn import LocalResponseNorm
-from alexnet.parallel.collectives import CommLog, gather_logits, gather_towers
+from alexnet.model import AlexNet
+from alexnet.parallel.collectives import gather_logits, gather_towers
 
 TOWERS = 2
 CHECK_EVERY_N_STEPS = 50  # both towers' batches and random states compared (a host sync on GPUs)
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+SHARDED = (nn.Conv2d, nn.Linear)  # the layers whose kernels or units the towers split
+
+
+def gather_points(model: AlexNet) -> list[str]:
+    """The layers of ``model`` before which a tower gathers both towers' maps, in order.
+
+    From a sharded layer on, a tower holds only its own maps, until a layer of
+    ``model.TOWERS_JOIN`` needs both towers' or a dropout comes: dropout acts on the
+    gathered units, with the same random stream in both towers, so that its masks are
+    the ones the one-process model draws (and the fc layer after it needs no second
+    gather). For the paper's net: conv3, fc6, drop6, drop7.
+    """
+    points, own_maps = [], False  # the image goes to both towers whole
+    for name, layer in model.named_children():
+        if own_maps and (name in model.TOWERS_JOIN or isinstance(layer, nn.Dropout)):
+            points.append(name)
+            own_maps = False
+        own_maps = own_maps or isinstance(layer, SHARDED)
+    return points
 
 
 def _local(param: Tensor | None) -> Tensor | None:
     return param.to_local() if isinstance(param, DTensor) else param
 
 
-def _conv(layer: nn.Conv2d, x: Tensor) -> Tensor:
-    # A tower's half of a grouped layer is one group: groups=1 on its own maps.
-    return F.conv2d(x, _local(layer.weight), _local(layer.bias), layer.stride, layer.padding)
-
-
-def _linear(layer: nn.Linear, x: Tensor) -> Tensor:
-    return F.linear(x, _local(layer.weight), _local(layer.bias))
+def _tower_layer(layer: nn.Module, x: Tensor) -> Tensor:
+    """One layer of the model on this tower's share of its parameters."""
+    if isinstance(layer, nn.Conv2d):  # a tower's half of a grouped layer is one group: groups=1 on its own maps
+        return F.conv2d(x, _local(layer.weight), _local(layer.bias), layer.stride, layer.padding)
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, _local(layer.weight), _local(layer.bias))
+    return layer(x)
 
 
 class AlexNetTower(nn.Module):
@@ -56,42 +75,36 @@ class AlexNetTower(nn.Module):
     each parameter becomes a DTensor holding this tower's rows (kernels, or fc units/classes).
     """
 
-    def __init__(self, model: nn.Module, mesh: DeviceMesh) -> None:
+    def __init__(self, model: AlexNet, mesh: DeviceMesh) -> None:
         super().__init__()
-        if getattr(model, "towers", None) != TOWERS or model.conv2.groups != TOWERS:
+        kwargs = getattr(model, "model_kwargs", {})
+        if kwargs.get("towers") != TOWERS or not kwargs.get("grouped"):
             raise ValueError(
                 "trainer=towers splits the paper's two-tower net (model.towers=2, model.grouped=true); "
                 "this model has no towers to split. Train it with trainer=ddp instead."
             )
-        self.towers = TOWERS
+        self.model_kwargs, self.num_classes, self.towers = model.model_kwargs, model.num_classes, TOWERS
+        self.gather_points = gather_points(model)
         self._steps = 0  # training forwards in this process, for the periodic check
         self.towers_group = mesh["tensor_parallel"].get_group()
-        self.num_classes = model.fc8.out_features
         placements = [Replicate(), Shard(0)]  # same on every replica, split between the towers
-        for name, child in model.named_children():
-            if isinstance(child, LocalResponseNorm):  # a tower sees only its own maps: one group
-                child = LocalResponseNorm(child.size, child.alpha, child.beta, child.k, child.divide_alpha_by_size)
-            self.add_module(name, child)
-        for name in LAYERS:
-            layer = getattr(self, name)
-            for key, param in list(layer.named_parameters(recurse=False)):
-                setattr(layer, key, nn.Parameter(distribute_tensor(param.detach(), mesh, placements)))
+        for name, layer in model.named_children():
+            if isinstance(layer, LocalResponseNorm):  # a tower sees only its own maps: one group
+                layer = layer.one_group()
+            if isinstance(layer, SHARDED):
+                for key, param in list(layer.named_parameters(recurse=False)):
+                    setattr(layer, key, nn.Parameter(distribute_tensor(param.detach(), mesh, placements)))
+            self.add_module(name, layer)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training and self._steps % CHECK_EVERY_N_STEPS == 0:
             self._check_towers_agree(x)
         self._steps += self.training
-        x = self.pool1(self.norm1(self.act1(_conv(self.conv1, x))))  # the image goes to both towers
-        x = self.pool2(self.norm2(self.act2(_conv(self.conv2, x))))
-        x = gather_towers(x, self.towers_group)  # conv3 sees both towers' maps
-        x = self.act4(_conv(self.conv4, self.act3(_conv(self.conv3, x))))
-        x = self.pool5(self.act5(_conv(self.conv5, x)))
-        x = torch.flatten(gather_towers(x, self.towers_group), 1)  # fc6 sees both towers
-        # Dropout acts on the gathered units, with the same random stream in both towers,
-        # so the masks are the ones the single-process model draws.
-        x = self.drop6(gather_towers(self.act6(_linear(self.fc6, x)), self.towers_group))
-        x = self.drop7(gather_towers(self.act7(_linear(self.fc7, x)), self.towers_group))
-        return gather_logits(_linear(self.fc8, x), self.num_classes, self.towers_group)
+        for name, layer in self.named_children():  # the model's layers, in its order
+            if name in self.gather_points:
+                x = gather_towers(x, self.towers_group)
+            x = _tower_layer(layer, x)
+        return gather_logits(x, self.num_classes, self.towers_group)  # this tower's share of the classes
 
     @torch.no_grad()
     def _check_towers_agree(self, x: Tensor) -> None:
@@ -108,7 +121,6 @@ class AlexNetTower(nn.Module):
         rng = rng.to(x.device)
         mine = torch.stack([per_image.sum(), (per_image * position).sum(), rng.sum(), rng[::7].sum()])
         both = mine.new_empty(TOWERS * mine.numel())
-        CommLog.add("consistency_check", mine)
         dist.all_gather_into_tensor(both, mine, group=self.towers_group)
         if not torch.equal(*both.view(TOWERS, -1)):
             what = ["images", "images", "random state", "random state"]
@@ -126,7 +138,6 @@ def sync_replica_gradients(module: nn.Module, group: dist.ProcessGroup) -> None:
     if not grads or dist.get_world_size(group) == 1:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
-    CommLog.add("all_reduce", flat)
     dist.all_reduce(flat, group=group)
     flat /= dist.get_world_size(group)
     for g, new in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
