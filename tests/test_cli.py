@@ -7,7 +7,11 @@ import pytest
 import torch
 import yaml
 from conftest import FAST, ROOT, SHORT, TINY_DATA, assert_ok, read_metrics, run_cli
+from PIL import Image
 from wandb_records import summarize
+
+from alexnet.checkpoint import load_model
+from alexnet.data.shapes import CLASSES
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
@@ -71,6 +75,19 @@ def test_paper_recipe_with_experiment_paper_or_on_imagenet(tmp_path, choice):
     assert cfg["scheduler"]["factor"] == 0.1 and cfg["scheduler"]["mode"] == "min"
 
 
+def test_the_demo_data_brings_its_recipe_and_data_configs_describe_data(tmp_path):
+    cfg = yaml.safe_load(run_cli("train.py", "--cfg", "job", cwd=tmp_path).stdout)
+    assert cfg["optimizer"]["_target_"] == "torch.optim.Adam" and cfg["model"]["init"] == "kaiming"
+    assert (cfg["data"]["batch_size"], cfg["data"]["input_scale"], cfg["trainer"]["max_epochs"]) == (32, 1.0, 2)
+    for path in (ROOT / "conf" / "data").glob("*.yaml"):
+        config = yaml.safe_load(path.read_text())
+        if "data" in config:  # a @package _global_ data config: data and the class count only
+            assert set(config) <= {"defaults", "data", "model"} and set(config.get("model", {})) <= {"num_classes"}
+            config = config["data"]
+        recipe_keys = {"batch_size", "input_scale"} & set(config)
+        assert not recipe_keys, f"{path.name} sets {recipe_keys}: recipe settings belong in conf/recipe/"
+
+
 @pytest.mark.slow
 def test_short_run_writes_everything_and_eval_agrees(workdir):
     result = run_cli("train.py", "trainer.max_epochs=2", *SHORT, cwd=workdir)
@@ -85,12 +102,19 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
     assert any(r.get("train/device/samples_per_sec") for r in rows)
     assert any(r.get("train/device/flops_per_sec") for r in rows)  # from the model's measured FLOPs
     assert any(r.get("train/top1_error_step") for r in rows)
-    # Checkpoints: last and best; conv1 filters, one grid per tower per epoch.
+    # Checkpoints: last and best, each rebuilding the run's net with its normalization and classes.
     ckpts = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
     assert "last.ckpt" in ckpts and any(n.startswith("epoch_") for n in ckpts)
+    model, info = load_model(run / "checkpoints" / "last.ckpt")
+    assert model.num_classes == 10 and info.classes == sorted(CLASSES) and info.normalization.input_scale == 1.0
+    assert info.epoch == 1 and info.config["data"]["batch_size"] == 4  # the run config, for the record
+    # conv1 filters, one grid per tower per epoch: 48 kernels of 11x11 upscaled 4x, 16 to a row, not blank.
     assert sorted(p.name for p in (run / "conv1").glob("*.png")) == [
         "epoch_000-tower_1.png", "epoch_000-tower_2.png", "epoch_001-tower_1.png", "epoch_001-tower_2.png",
     ]  # fmt: skip
+    with Image.open(run / "conv1" / "epoch_001-tower_1.png") as grid:
+        assert grid.size == (16 * (44 + 2) + 2, 3 * (44 + 2) + 2) and grid.mode == "RGB"
+        assert len(grid.getcolors(maxcolors=1 << 20)) > 1000  # filters, not a flat image
     # The final table, and results.json with both test readings.
     output = result.stderr + result.stdout
     assert "centre crop" in output and "10 patches" in output and "worst classes" in output
@@ -120,7 +144,17 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
     for key in ("centre_crop_top1_error", "centre_crop_top5_error", "ten_crop_top1_error", "ten_crop_top5_error"):
         assert eval_results[f"test/{key}"] == pytest.approx(results[f"test/{key}"])
     assert "10 patches" in evaluated.stdout and "worst classes" in evaluated.stdout
-    assert "Normalizing as the checkpoint's run did: {'input_scale': 1.0}" in evaluated.stdout
+    assert "Normalizing as the checkpoint's run did: SubtractMean(mean=[" in evaluated.stdout
+    assert "input_scale=1.0)" in evaluated.stdout
+    # A checkpoint written before it carried the net's arguments, normalization and classes scores the same.
+    checkpoint = torch.load(results["best/checkpoint"], weights_only=True)
+    old = {k: v for k, v in checkpoint.items() if k not in ("model_kwargs", "normalization", "classes", "class_names")}
+    old["hyper_parameters"]["config"]["data"]["stats"] = str(workdir / "data/shapes/stats.pt")  # as it was resolved
+    torch.save({**old, "optimizer_states": []}, workdir / "old.ckpt")
+    evaluated = run_cli("eval.py", "ckpt_path=old.ckpt", *TINY_DATA, "trainer.limit_test_batches=2", cwd=workdir)
+    assert_ok(evaluated)
+    old_results = json.loads(sorted((workdir / "logs" / "eval" / "runs").glob("*/results.json"))[-1].read_text())
+    assert old_results == pytest.approx(eval_results)
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """The data pipeline: PCA lighting, ten patches, bad files, the demo data and its statistics."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -161,11 +160,11 @@ def test_demo_classes_differ_visibly(tmp_path):
 
     assert fill("circle") > 1.3 * fill("star")
     assert fill("square") > 1.2 * fill("triangle")
-    assert math.isfinite(fill("ring"))
+    assert fill("circle") > 1.1 * fill("ring")  # a ring has a hole: area 0.9² - 0.5² against 0.85² (1.29x)
 
 
 def test_sort_imagenet_val_and_class_words(tmp_path, image_folder):
-    from alexnet.data.imagenet import sort_val
+    from alexnet.data.imagenet_val import sort_val
 
     val = tmp_path / "val"
     val.mkdir()

@@ -19,8 +19,8 @@ from conftest import ROOT, TINY_DATA, assert_ok, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from alexnet.checkpoint import load_model
 from alexnet.data import ShapesDataModule
-from alexnet.evaluate import load_model
 from alexnet.module import AlexNetModule
 
 # Two CPU processes, fp32 (bf16 would blur the agreement checks), a few steps.
@@ -57,13 +57,12 @@ def test_ddp_writes_one_run_and_logs_the_mean_over_ranks(workdir):
 
     # The logged validation is over both ranks' images: one process validating the saved
     # weights on the same images (2 batches of 2 per rank = the first 8) gets the same numbers.
-    checkpoint = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
-
+    model, _ = load_model(run / "checkpoints/last.ckpt")
     data = ShapesDataModule(
         str(workdir / "data/shapes"), train_per_class=4, val_per_class=2, batch_size=4, num_workers=0, input_scale=1.0
     )
     trainer = L.Trainer(accelerator="cpu", limit_val_batches=2, logger=False, enable_progress_bar=False)
-    single = trainer.validate(AlexNetModule(load_model(checkpoint)), datamodule=data, verbose=False)[0]
+    single = trainer.validate(AlexNetModule(model), datamodule=data, verbose=False)[0]
     logged = _last_val(run)
     assert logged["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
     assert logged["val/top1_error"] == pytest.approx(single["val/top1_error"])
@@ -250,7 +249,7 @@ def test_which_sweeps_of_distributed_runs_are_refused(monkeypatch, launcher, ext
     ],
 )
 def test_run_folder_is_named_after_the_launch(monkeypatch, env, expected):
-    from alexnet.parallel.launch import run_name
+    from alexnet.config import run_name
 
     for key in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)

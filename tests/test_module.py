@@ -14,7 +14,8 @@ class Lookup(nn.Module):
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.fc8 = nn.Linear(1, num_classes)
+        self.num_classes = num_classes
+        self.fc8 = nn.Linear(1, num_classes)  # a parameter for the optimizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).mean(-1)
@@ -73,7 +74,7 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 
 def test_worst_classes_skip_perfect_and_absent_classes():
-    from alexnet.train import format_worst_classes
+    from alexnet.report import format_worst_classes
 
     errors = torch.tensor([0.1, 0.0, float("nan"), 0.3])
     assert format_worst_classes(errors, ["cat", "dog", "fox", "cow"]).endswith(": cow 30.0%, cat 10.0%")

@@ -11,7 +11,6 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import hydra.utils
 import lightning as L
 import numpy as np
 import torch
@@ -21,6 +20,9 @@ from torch.nn import functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet.checkpoint import run_entries
+from alexnet.data import ImageFolderDataModule
+from alexnet.model import AlexNet
 from alexnet.parallel import AlexNetTower
 
 CENTRE = 4  # TenCrop's order: four corners, centre, then the reflected five
@@ -50,14 +52,17 @@ class AlexNetModule(L.LightningModule):
     """Trains any classifier the paper's way; ``model`` is usually :class:`alexnet.model.AlexNet`.
 
     Args:
-        model: the network (its state dict keys become ``model.<name>`` in checkpoints).
+        model: the network, with its class count as ``num_classes`` (its state dict keys
+            become ``model.<name>`` in checkpoints). An :class:`~alexnet.model.AlexNet` also
+            gives its ``model_kwargs``, which checkpoints store to rebuild it
+            (:mod:`alexnet.checkpoint`) and from which its FLOPs are counted.
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); built once here as well,
             so an invalid lr or weight decay fails before any data is read. None to evaluate only.
         scheduler: ``optimizer -> LR scheduler`` or None (checked here too). ReduceLROnPlateau
             watches ``monitor``.
         monitor: the metric the scheduler watches (§5: the validation error).
         channels_last: run convolutions in NHWC, faster on CPUs and tensor cores.
-        config: the resolved run configuration, stored in checkpoints and sent to the loggers.
+        config: the resolved run configuration, stored in checkpoints for the record.
     """
 
     def __init__(
@@ -72,6 +77,8 @@ class AlexNetModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters({"config": config or {}})
         self.model = model
+        self.num_classes: int = model.num_classes
+        self.model_kwargs: dict[str, Any] | None = getattr(model, "model_kwargs", None)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.channels_last = monitor, channels_last
         if optimizer is not None:
@@ -84,7 +91,7 @@ class AlexNetModule(L.LightningModule):
                     scheduler(probe)
             except (ValueError, TypeError) as error:
                 raise ValueError(f"invalid scheduler setting: {error} (see the scheduler.* keys)") from error
-        num_classes = model.fc8.out_features
+        num_classes = self.num_classes
         # Per-step training errors over all processes' images too, not just rank 0's.
         self.train_errors, self.val_errors = _errors(num_classes, dist_sync_on_step=True), _errors(num_classes)
         self.centre_crop_errors, self.ten_crop_errors = _errors(num_classes), _errors(num_classes)
@@ -95,11 +102,10 @@ class AlexNetModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """FLOPs per image, forward and forward+backward, for ThroughputMonitor's FLOP/s and MFU."""
-        model_config = self.hparams["config"].get("model")
-        if model_config is None or self._flops_per_image:  # unknown architecture, or measured already
+        if self.model_kwargs is None or self._flops_per_image:  # unknown architecture, or measured already
             return
         with torch.device("meta"):
-            model = hydra.utils.instantiate(model_config)  # same architecture, no memory
+            model = AlexNet(**self.model_kwargs)  # same architecture, no memory
             image = torch.empty(1, 3, 227, 227)
         self._flops_per_image = {
             "forward": measure_flops(model, lambda: model(image)),
@@ -185,6 +191,12 @@ class AlexNetModule(L.LightningModule):
     # skips the sanity check when restarting), so dropout masks and augmentations continue
     # exactly as in an unbroken run.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model_kwargs is not None:  # what rebuilds and feeds the model (alexnet.checkpoint)
+            data = self._trainer.datamodule if self._trainer is not None else None
+            if isinstance(data, ImageFolderDataModule):
+                checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names()))
+            else:
+                checkpoint.update(run_entries(self.model_kwargs))
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             # This device's generator only: every process restores rank 0's states, and the two
@@ -202,11 +214,8 @@ class AlexNetModule(L.LightningModule):
         if states is None:
             return
         torch.set_rng_state(states["torch"])
-        cuda = states["cuda"]
-        if isinstance(cuda, list):  # checkpoints before 2026-11 held every device's state
-            cuda = cuda[0] if cuda else None
-        if cuda is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(cuda)
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states["cuda"])
         kind, keys, pos, has_gauss, cached = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         random.setstate(states["python"])

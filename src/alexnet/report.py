@@ -1,6 +1,6 @@
-"""A sweep's results as one table, next to the paper's claims.
+"""Results as people read them: a run's test table and worst classes, and a sweep's table next to the paper's claims.
 
-Written to ``<sweep dir>/report.md`` when a multirun ends (the Hydra callback
+A sweep's report is written to ``<sweep dir>/report.md`` when a multirun ends (the Hydra callback
 in ``conf/hydra/default.yaml``), or on demand::
 
     python -m alexnet.report logs/train/multiruns/<date>_<time>
@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
+from torch import Tensor
 
 # What the paper's claims (ImageNet, alexnet-spec.md) predict for each job, in the
 # report's own terms: the change of top-1 / top-5 error, ablation minus baseline.
@@ -36,6 +37,28 @@ CLAIMS = {
 }
 METRICS = ("test/ten_crop_top1_error", "test/ten_crop_top5_error", "test/centre_crop_top1_error")
 BASELINES = ("baseline", "default")  # the same recipe as the ablations; "paper" may differ
+
+
+def format_results(results: dict[str, float]) -> str:
+    """The final table: top-1/top-5 error for the centre crop and the ten patches."""
+    lines = [f"{'':14}{'top-1 error':>12}{'top-5 error':>13}"]
+    for label, key in (("centre crop", "centre_crop"), ("10 patches", "ten_crop")):
+        top1, top5 = results.get(f"test/{key}_top1_error"), results.get(f"test/{key}_top5_error")
+        if top1 is not None:
+            lines.append(f"{label:14}{top1:>11.2%}{top5:>13.2%}")
+    return "\n".join(lines)
+
+
+def format_worst_classes(errors: Tensor, names: list[str], count: int = 5) -> str:
+    """The classes with the highest ten-patch top-1 error (none listed if all are right), named in words."""
+    order = errors.nan_to_num(-1.0).argsort(descending=True)[:count].tolist()
+    worst = ", ".join(f"{names[i]} {errors[i]:.1%}" for i in order if errors[i] > 0)
+    return f"worst classes (10 patches, top-1 error): {worst or 'none, every image right'}"
+
+
+def format_test_report(results: dict[str, float], class_errors: Tensor, class_names: list[str]) -> str:
+    """The error table of a test run and its worst classes (printed by train.py and eval.py)."""
+    return f"{format_results(results)}\n{format_worst_classes(class_errors, class_names)}"
 
 
 def _job_label(overrides: list[str]) -> str:

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
+from alexnet.config import current_hydra, in_multirun
+
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -46,20 +48,6 @@ def resolve_mode(mode: str) -> str:
         log.warning("W&B online mode needs a login (wandb login or WANDB_API_KEY): logging offline instead")
         mode = "offline"
     return mode
-
-
-def current_hydra() -> Any | None:
-    """Hydra's runtime config of this job, or None when not started by Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
-def in_multirun() -> bool:
-    from hydra.types import RunMode
-
-    hydra = current_hydra()
-    return hydra is not None and hydra.mode == RunMode.MULTIRUN
 
 
 def hydra_run_info() -> dict[str, Any]:

@@ -21,11 +21,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
-from alexnet.data.stats import load_stats
+from alexnet.data.images import DataError, find_bad_images, load_rgb
+from alexnet.data.stats import compute_stats, load_stats
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
@@ -38,46 +38,6 @@ from alexnet.data.transforms import (
 
 log = logging.getLogger(__name__)
 LAYOUT = "root/train/<class>/<image> and root/val/<class>/<image>"
-
-
-class DataError(RuntimeError):
-    """The data on disk cannot be used as configured; the message says how to fix it."""
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode any image PIL can read by its content (not its extension) into RGB."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except Exception as error:
-        raise DataError(
-            f"cannot decode image {path}: {error}. Replace the file with a good copy or delete it "
-            "(data.verify=true lists every such file before training starts)."
-        ) from error
-
-
-class _Probe(Dataset):
-    """Decodes each file fully and reports failures instead of raising, for the verify pass."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> str:
-        try:
-            load_rgb(self.paths[index])  # converting to RGB decodes every byte
-            return ""
-        except DataError as error:
-            return str(error.__cause__)
-
-
-def find_bad_images(paths: Sequence[str], workers: int = 0) -> list[tuple[str, str]]:
-    """(path, reason) for every file that fails to decode, checked in parallel."""
-    loader = DataLoader(_Probe(paths), batch_size=64, num_workers=workers, collate_fn=list)
-    reasons = [reason for batch in loader for reason in batch]
-    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r]
 
 
 def synset_words(root: str | Path) -> dict[str, str] | None:
@@ -108,6 +68,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         lighting_std: std of PCA lighting's coefficients (§4.1: 0.1); 0 disables it.
         input_scale: 255 feeds the model raw-range pixels as the paper did; 1 keeps [0, 1].
         verify: decode every image once in ``setup`` and stop with a list of bad files.
+        normalization: the model's input normalization to use instead of the one ``stats``,
+            ``mean`` and ``input_scale`` give: a checkpoint's, so that eval.py feeds its model the
+            pixels it was trained on (:attr:`alexnet.checkpoint.CheckpointInfo.normalization`).
     """
 
     def __init__(
@@ -125,6 +88,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         verify: bool = True,
         pin_memory: bool = True,
         batch_size_per_device: bool = False,
+        normalization: SubtractMean | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -137,6 +101,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.per_pixel_mean, self.lighting_std, self.input_scale = per_pixel_mean, lighting_std, input_scale
         self.verify, self.pin_memory = verify, pin_memory
         self.batch_size_per_device = batch_size_per_device
+        self.normalization = normalization  # from the arguments above in setup() when not given
         self.train_set: datasets.ImageFolder | None = None
         self.val_set: datasets.ImageFolder | None = None
         self.test_set: datasets.ImageFolder | None = None
@@ -160,7 +125,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise DataError(
                 f"data.root={self.root} does not exist. Point data.root at a folder laid out as {LAYOUT} "
-                "(for ILSVRC-2012, sort the flat val/ folder first: python -m alexnet.data.imagenet --help)."
+                "(for ILSVRC-2012, sort the flat val/ folder first: python -m alexnet.data.imagenet_val --help)."
             )
         if not folder.is_dir():
             raise DataError(f"{folder} is missing: data.root must hold {LAYOUT}.")
@@ -169,7 +134,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         except FileNotFoundError as error:  # no class folders, or class folders without images
             raise DataError(f"{folder} has no usable class folders ({error}); expected {LAYOUT}.") from error
 
-    def _normalization(self) -> tuple[SubtractMean, PCALighting | None]:
+    def _statistics(self) -> tuple[SubtractMean, PCALighting | None]:
         mean, eigval, eigvec = self.mean, self.eigval, self.eigvec
         if self.stats is not None:
             stats = load_stats(self.stats)
@@ -183,11 +148,12 @@ class ImageFolderDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is not None:
             return
-        mean, lighting = self._normalization()
-        self.train_set = self._split("train", train_transform(mean, lighting))
-        self.val_set = self._split("val", eval_transform(mean))
+        mean, lighting = self._statistics()
+        self.normalization = self.normalization or mean
+        self.train_set = self._split("train", train_transform(self.normalization, lighting))
+        self.val_set = self._split("val", eval_transform(self.normalization))
         self.test_set = copy.copy(self.val_set)  # the same images, listed once (50,000 on ImageNet)
-        self.test_set.transform = eval_transform(mean, ten_crop=True)
+        self.test_set.transform = eval_transform(self.normalization, ten_crop=True)
         if self.train_set.classes != self.val_set.classes:
             only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
             only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
@@ -197,6 +163,20 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         if self.verify:
             self._verify()
+
+    def check_classes(self, num_classes: int, classes: list[str] | None = None) -> None:
+        """The model's classes must be this data's (count, and label order where known) before any step is taken."""
+        if num_classes != self.num_classes:
+            raise DataError(
+                f"the model has {num_classes} classes (model.num_classes) but {self.root} has {self.num_classes}; "
+                f"set model.num_classes={self.num_classes} or use the matching data"
+            )
+        if classes is not None and list(classes) != self.classes:
+            wrong = next(i for i, (a, b) in enumerate(zip(classes, self.classes, strict=True)) if a != b)
+            raise DataError(
+                f"the model's label {wrong} is class {classes[wrong]!r} but in {self.root} it is "
+                f"{self.classes[wrong]!r}: the model was trained on other classes; use its data"
+            )
 
     def _verify(self) -> None:
         paths = [p for split in (self.train_set, self.val_set) for p, _ in split.samples]
@@ -271,15 +251,14 @@ class ShapesDataModule(ImageFolderDataModule):
 
     def prepare_data(self) -> None:
         from alexnet.data.shapes import generate
-        from alexnet.data.stats import compute_stats
 
         generate(self.root, **self.generation)
         stats = Path(self.stats)
         if not stats.exists():
-            partial = stats.with_suffix(".partial")
+            unfinished = stats.with_suffix(".partial")
             with torch.random.fork_rng(devices=[]):  # a first run must train like any later one
-                torch.save(compute_stats(self.root, workers=self.num_workers), partial)
-            partial.rename(stats)
+                torch.save(compute_stats(self.root, workers=self.num_workers), unfinished)
+            unfinished.rename(stats)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # a no-op when the data and its stats are there; needed outside a Trainer

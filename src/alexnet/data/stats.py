@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from alexnet.data.images import load_rgb
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
 
 
@@ -26,8 +27,6 @@ def compute_stats(
     root: str | Path, max_images: int | None = None, workers: int = 2, batch_size: int = 64
 ) -> dict[str, torch.Tensor | int]:
     """Mean (channel and pixel) and RGB eigen-decomposition of ``root/train``."""
-    from alexnet.data.datamodule import load_rgb  # the same decoding as training
-
     transform = v2.Compose(resize_and_centre_crop())
     dataset = datasets.ImageFolder(Path(root) / "train", transform=transform, loader=load_rgb)
     if max_images is not None and max_images < len(dataset):

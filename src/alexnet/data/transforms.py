@@ -75,6 +75,15 @@ class SubtractMean(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         return (image - self.mean) * self.input_scale
 
+    def extra_repr(self) -> str:
+        per_channel = self.mean.numel() == 3
+        mean = (
+            [round(v, 4) for v in self.mean.flatten().tolist()]
+            if per_channel
+            else f"per pixel {tuple(self.mean.shape)}"
+        )
+        return f"mean={mean}, input_scale={self.input_scale}"
+
 
 class StackCrops(nn.Module):
     """TenCrop's tuple of crops as one (10, C, H, W) tensor, so batches collate as (N, 10, C, H, W)."""

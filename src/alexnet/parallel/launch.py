@@ -7,7 +7,7 @@ Who starts the processes decides what can go wrong:
   is the whole sweep: each rank would run every job of it. :func:`launch_context`
   hands Lightning this job's overrides and folder instead.
 - **SLURM / torchrun** (``srun``, ``torchrun``): every rank starts ``train.py`` itself.
-  Their run folder is named after the launch (:func:`run_name`), not the second it
+  Their run folder is named after the launch (:func:`alexnet.config.run_name`), not the second it
   started, so the ranks agree on it; under SLURM a requeued job finds its folder,
   and Lightning's ``hpc_ckpt_*.ckpt`` in it, again.
 - **Multirun under SLURM**: ``hydra/launcher=slurm`` (hydra-submitit-launcher) submits one
@@ -26,37 +26,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 import lightning as L
 import torch
-from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import read_write
 
-from alexnet.tracking import current_hydra, in_multirun
+from alexnet.config import current_hydra, in_multirun
 
 # Launchers whose jobs each get their own processes: Hydra's basic one (jobs one after
 # another) and submitit's SLURM one (a SLURM job with a task per device for each point).
 SEQUENTIAL_LAUNCHERS = ("BasicLauncher", "SlurmLauncher")
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")  # set by Lightning's launcher
 CHILD_EXIT_TIMEOUT_S = 120
-
-
-def run_name() -> str:
-    """The run folder's name, the same in every process of one launch.
-
-    SLURM batch jobs: the job and step (``slurm-123.0``, unchanged when the job is requeued);
-    torchrun: its rendezvous id (``--rdzv-id``, or the one ``--standalone`` draws);
-    otherwise (also in an interactive SLURM shell) the start time, which Lightning passes on
-    to the ranks it starts. :func:`check_run_folder` refuses a folder that a finished run owns.
-    """
-    job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
-    if job and step and SLURMEnvironment.detect():  # not an interactive shell: Lightning's own test
-        return f"slurm-{job}.{step}"
-    rdzv = os.environ.get("TORCHELASTIC_RUN_ID")
-    if rdzv and rdzv != "none":
-        return f"torchrun-{rdzv}"
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def check_run_folder(output_dir: str | os.PathLike) -> None:
@@ -68,15 +49,6 @@ def check_run_folder(output_dir: str | os.PathLike) -> None:
             f"{output_dir} already holds a finished run ({finished}). Each launch needs its own name: give "
             "torchrun a new --rdzv-id (or use --standalone), or set hydra.run.dir"
         )
-
-
-def rank_suffix() -> str:
-    """ "_rank<N>" for rank N > 0 of torchrun or srun, so that each rank logs to its own file.
-
-    (The ranks Lightning starts already have their own ``hydra.job.name``.)
-    """
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
-    return "" if rank == "0" else f"_rank{rank}"
 
 
 def check_launch(trainer: L.Trainer) -> None:

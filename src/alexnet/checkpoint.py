@@ -1,0 +1,166 @@
+"""The checkpoint of a train.py run: what it holds besides Lightning's own entries, and how it is read back.
+
+A checkpoint is Lightning's dict (``state_dict`` with ``model.<layer>`` keys, the
+optimizer, loops and callbacks) plus these entries, written by
+:class:`alexnet.module.AlexNetModule` through :func:`run_entries`:
+
+- ``model_kwargs``: the keyword arguments of :class:`alexnet.model.AlexNet`;
+  ``AlexNet(**model_kwargs)`` rebuilds the net, with no Hydra and no config files.
+- ``normalization``: how pixels reached the model, ``{"mean": Tensor, "input_scale": float}``
+  (the mean at pixel scale [0, 1], per channel ``(3, 1, 1)`` or per pixel ``(3, H, W)``).
+  A model trained on raw 0-255 pixels scores at chance on [0, 1] pixels, so whoever
+  scores or uses the model normalizes as its run did.
+- ``classes``: the class folder names in label order; ``class_names``: the same as words.
+- ``rng_states``: the random states, for an exact resume (the module writes and reads them).
+- ``hyper_parameters["config"]``: the run's resolved Hydra config, for the record only.
+
+Checkpoints written before the first three entries existed carry the config alone;
+they load the same way, with the entries derived from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet.data.stats import load_stats
+from alexnet.data.transforms import IMAGENET_MEAN, SubtractMean
+from alexnet.model import AlexNet
+
+log = logging.getLogger(__name__)
+MODEL_TARGET = "alexnet.model.AlexNet"
+
+
+def run_entries(
+    model_kwargs: dict[str, Any],
+    normalization: SubtractMean | None = None,
+    classes: list[str] | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """The entries a checkpoint carries besides Lightning's (see the module doc); plain tensors and values."""
+    entries: dict[str, Any] = {"model_kwargs": dict(model_kwargs)}
+    if normalization is not None:
+        entries["normalization"] = {"mean": normalization.mean.cpu(), "input_scale": float(normalization.input_scale)}
+    if classes is not None:
+        entries["classes"] = list(classes)
+        entries["class_names"] = list(class_names) if class_names is not None else list(classes)
+    return entries
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint says about its run; ``None`` where it does not say (older checkpoints)."""
+
+    path: Path
+    model_kwargs: dict[str, Any]
+    normalization: SubtractMean | None
+    classes: list[str] | None
+    class_names: list[str] | None
+    config: dict[str, Any]
+    epoch: int | None
+    global_step: int | None
+
+
+def _model_kwargs(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> dict[str, Any]:
+    if "model_kwargs" in checkpoint:
+        return dict(checkpoint["model_kwargs"])
+    model = dict(config.get("model") or {})  # older checkpoints: the model's Hydra config
+    target = model.pop("_target_", None)
+    if target != MODEL_TARGET:
+        raise ValueError(
+            f"{path} was not written by train.py for alexnet.model.AlexNet (it stores no model arguments); "
+            "pass a checkpoint from logs/train/.../checkpoints"
+        )
+    return model
+
+
+def _normalization(checkpoint: dict[str, Any], config: dict[str, Any]) -> SubtractMean | None:
+    entry = checkpoint.get("normalization")
+    if entry is not None:
+        return SubtractMean(entry["mean"], entry["input_scale"])
+    data = config.get("data") or {}  # older checkpoints: the data config, and its stats file if still there
+    if not data:
+        return None
+    mean: Any = data.get("mean", IMAGENET_MEAN)
+    if data.get("stats") is not None:
+        if not Path(data["stats"]).is_file():
+            return None
+        stats = load_stats(data["stats"])
+        mean = stats["mean_image"] if data.get("per_pixel_mean") else stats["mean"]
+    return SubtractMean(mean, data.get("input_scale", 255.0))
+
+
+def read_info(path: str | Path) -> CheckpointInfo:
+    """The run entries of a checkpoint, read without its weights (memory-mapped: cheap even at 0.7 GB)."""
+    path = Path(path)
+    return _info(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
+
+
+def _info(checkpoint: dict[str, Any], path: Path) -> CheckpointInfo:
+    config = checkpoint.get("hyper_parameters", {}).get("config", {})
+    return CheckpointInfo(
+        path=path,
+        model_kwargs=_model_kwargs(checkpoint, config, path),
+        normalization=_normalization(checkpoint, config),
+        classes=checkpoint.get("classes"),
+        class_names=checkpoint.get("class_names"),
+        config=config,
+        epoch=checkpoint.get("epoch"),
+        global_step=checkpoint.get("global_step"),
+    )
+
+
+def load_model(path: str | Path) -> tuple[AlexNet, CheckpointInfo]:
+    """The trained net of a checkpoint, in eval mode on the CPU, and what the checkpoint says about its run."""
+    path = Path(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    info = _info(checkpoint, path)
+    model = AlexNet(**info.model_kwargs)
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval(), info
+
+
+def model_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``model.<key>: stored -> current`` for every argument in which two nets differ."""
+    differ = sorted(k for k in {*stored, *current} if stored.get(k) != current.get(k))
+    return [f"model.{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ]
+
+
+def find_last(log_dir: str | Path, model_kwargs: dict[str, Any] | None = None) -> Path:
+    """The newest ``last.ckpt`` of a train.py run under ``log_dir`` (of the same net, given ``model_kwargs``)."""
+    found = sorted(Path(log_dir).glob("train/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if model_kwargs is not None:
+        found = [p for p in found if not model_changes(read_info(p).model_kwargs, model_kwargs)]
+    if not found:
+        which = " of this model (same model.* settings)" if model_kwargs is not None else ""
+        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt{which} under {log_dir}/train; nothing to resume")
+    return found[-1]
+
+
+def resolve_ckpt_path(
+    ckpt_path: str | None, log_dir: str | Path, model_kwargs: dict[str, Any] | None = None
+) -> str | None:
+    """The checkpoint to resume or evaluate; ``"last"`` is the newest ``last.ckpt`` under ``log_dir``.
+
+    With ``model_kwargs`` (the net about to be trained), ``"last"`` only considers
+    checkpoints of that same net, and an explicit file of another net is refused:
+    an ablation's weights (say, without LRN) have the same shapes and would load silently.
+    """
+    if ckpt_path is None:
+        return None
+    path = find_last(log_dir, model_kwargs) if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+    if model_kwargs is not None:
+        changes = model_changes(read_info(path).model_kwargs, model_kwargs)
+        if changes:
+            raise ValueError(
+                f"{path} holds another model ({', '.join(changes)}); resume it with the settings it was trained with"
+            )
+    log.info("Using checkpoint %s", path)
+    return str(path)

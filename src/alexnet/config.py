@@ -1,0 +1,67 @@
+"""Hydra glue shared by the entry points: the resolvers ``conf/`` uses, and the running job's Hydra state.
+
+train.py and eval.py call :func:`register_resolvers` before Hydra composes their
+config; code that composes ``conf/`` itself (tests, notebooks) does the same:
+
+- ``${auto_precision:${trainer.accelerator}}``: bf16-mixed where the hardware runs it natively, else 32-true.
+- ``${run_name:}``: the run folder's name, the same in every process of one launch.
+- ``${rank_suffix:}``: ``_rank<N>`` in the log file names of ranks other than 0 under torchrun or srun.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from omegaconf import OmegaConf
+
+from alexnet.hardware import auto_precision
+
+
+def run_name() -> str:
+    """The run folder's name, the same in every process of one launch.
+
+    SLURM batch jobs: the job and step (``slurm-123.0``, unchanged when the job is requeued);
+    torchrun: its rendezvous id (``--rdzv-id``, or the one ``--standalone`` draws);
+    otherwise (also in an interactive SLURM shell) the start time, which Lightning passes on
+    to the ranks it starts. :func:`alexnet.parallel.launch.check_run_folder` refuses a folder
+    that a finished run owns.
+    """
+    job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+    if job and step and SLURMEnvironment.detect():  # not an interactive shell: Lightning's own test
+        return f"slurm-{job}.{step}"
+    rdzv = os.environ.get("TORCHELASTIC_RUN_ID")
+    if rdzv and rdzv != "none":
+        return f"torchrun-{rdzv}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def rank_suffix() -> str:
+    """ "_rank<N>" for rank N > 0 of torchrun or srun, so that each rank logs to its own file.
+
+    (The ranks Lightning starts already have their own ``hydra.job.name``.)
+    """
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    return "" if rank == "0" else f"_rank{rank}"
+
+
+def register_resolvers() -> None:
+    """Make the resolvers of the module doc known to OmegaConf (again: it is idempotent)."""
+    OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
+    OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
+
+
+def current_hydra() -> Any | None:
+    """Hydra's runtime config of this job, or None when not started by Hydra."""
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def in_multirun() -> bool:
+    """True in a job of ``-m`` (a sweep)."""
+    hydra = current_hydra()
+    return hydra is not None and hydra.mode == RunMode.MULTIRUN
