@@ -149,7 +149,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.val_set is not None:
             return
         mean, lighting = self._statistics()
-        self.normalization = self.normalization or mean
+        if self.normalization is None:
+            self.normalization = mean
         self.train_set = self._split("train", train_transform(self.normalization, lighting))
         self.val_set = self._split("val", eval_transform(self.normalization))
         self.test_set = copy.copy(self.val_set)  # the same images, listed once (50,000 on ImageNet)
