@@ -8,6 +8,7 @@ import torch
 import yaml
 from conftest import FAST, ROOT, SHORT, TINY_DATA, assert_ok, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 from wandb_records import summarize
 
@@ -15,6 +16,12 @@ from alexnet.checkpoint import load_model
 from alexnet.data.shapes import CLASSES
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+def _compose(*overrides: str) -> dict:
+    """train.py's composed config, as ``--cfg job`` prints it (without starting Python)."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=list(overrides)))
 
 
 def _run_dirs(cwd: Path) -> list[Path]:
@@ -54,19 +61,16 @@ def test_each_ablation_reaches_the_model():
         "ablate_relu": ("model", "activation", "tanh"),
         "ablate_lighting": ("data", "lighting_std", 0.0),
     }
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        for name, (group, key, value) in expected.items():
-            cfg = compose("train", overrides=[f"experiment={name}"])
-            assert cfg[group][key] == value, name
-            assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.data.batch_size == 32, name
+    for name, (group, key, value) in expected.items():
+        cfg = _compose(f"experiment={name}")
+        assert cfg[group][key] == value, name
+        assert cfg["optimizer"]["_target_"] == "torch.optim.Adam" and cfg["data"]["batch_size"] == 32, name
 
 
 @pytest.mark.parametrize("choice", ["experiment=paper", "data=imagenet"])
-def test_paper_recipe_with_experiment_paper_or_on_imagenet(tmp_path, choice):
+def test_paper_recipe_with_experiment_paper_or_on_imagenet(choice):
     """The demo's CPU recipe stays with the demo data: both of these get the paper's §5 recipe."""
-    result = run_cli("train.py", choice, "--cfg", "job", cwd=tmp_path)
-    assert_ok(result)
-    cfg = yaml.safe_load(result.stdout)
+    cfg = _compose(choice)
     assert cfg["optimizer"] == {
         "_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
     }  # fmt: skip
@@ -76,8 +80,8 @@ def test_paper_recipe_with_experiment_paper_or_on_imagenet(tmp_path, choice):
     assert cfg["scheduler"]["factor"] == 0.1 and cfg["scheduler"]["mode"] == "min"
 
 
-def test_the_demo_data_brings_its_recipe_and_data_configs_describe_data(tmp_path):
-    cfg = yaml.safe_load(run_cli("train.py", "--cfg", "job", cwd=tmp_path).stdout)
+def test_the_demo_data_brings_its_recipe_and_data_configs_describe_data():
+    cfg = _compose()
     assert cfg["optimizer"]["_target_"] == "torch.optim.Adam" and cfg["model"]["init"] == "kaiming"
     assert (cfg["data"]["batch_size"], cfg["data"]["input_scale"], cfg["trainer"]["max_epochs"]) == (32, 1.0, 2)
     for path in (ROOT / "conf" / "data").glob("*.yaml"):
