@@ -3,10 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.config import register_resolvers
 from alexnet.train import train
-
-register_resolvers()  # ${auto_precision:}, ${run_name:}, ${rank_suffix:} in conf/
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -114,6 +114,16 @@ def test_missing_root_empty_split_and_class_mismatch(tmp_path, image_folder):
         _datamodule(image_folder).setup("fit")
 
 
+def test_a_model_for_other_classes_is_refused(image_folder):
+    dm = _datamodule(image_folder, verify=False)
+    dm.setup("test")
+    dm.check_classes(3, ["cat", "dog", "fox"])
+    with pytest.raises(DataError, match=r"the model has 5 classes but .* has 3"):
+        dm.check_classes(5)
+    with pytest.raises(DataError, match=r"label 1 is class 'cow' but .* it is 'dog'"):
+        dm.check_classes(3, ["cat", "cow", "fox"])
+
+
 def test_stats_match_a_direct_computation(image_folder):
     stats = compute_stats(image_folder, workers=0)
     assert stats["num_images"] == 12 and stats["mean_image"].shape == (3, 256, 256)

@@ -126,3 +126,19 @@ def test_dropout_only_in_training():
 def test_invalid_values_name_key_and_allowed_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AlexNet(**kwargs)
+
+
+def test_model_kwargs_are_every_constructor_argument_and_rebuild_the_net():
+    import inspect
+
+    model = AlexNet(num_classes=7, towers=1, lrn_style="caffe", dropout=0.2, init="kaiming")
+    assert set(model.model_kwargs) == set(inspect.signature(AlexNet).parameters)  # a new argument must join them
+    rebuilt = AlexNet(**model.model_kwargs)
+    assert [(n, type(m)) for n, m in rebuilt.named_children()] == [(n, type(m)) for n, m in model.named_children()]
+    assert rebuilt.num_classes == 7 and rebuilt.norm1.effective_alpha == model.norm1.effective_alpha
+
+
+def test_towers_gather_where_the_paper_joins_them():
+    from alexnet.parallel import gather_points
+
+    assert gather_points(AlexNet()) == ["conv3", "fc6", "drop6", "drop7"]  # dropout on both towers' units

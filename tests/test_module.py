@@ -73,6 +73,18 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
+def test_rng_states_of_the_first_checkpoints_still_load(tmp_path):
+    """Checkpoints before ec3be87 stored the CUDA states as a list (every device's; [] without CUDA)."""
+    module = AlexNetModule(Lookup(3))
+    torch.manual_seed(5)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    expected = torch.rand(2)
+    checkpoint["rng_states"]["cuda"] = [torch.cuda.get_rng_state()] if torch.cuda.is_available() else []
+    module.on_load_checkpoint(checkpoint)
+    torch.testing.assert_close(torch.rand(2), expected)
+
+
 def test_worst_classes_skip_perfect_and_absent_classes():
     from alexnet.report import format_worst_classes
 

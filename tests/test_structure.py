@@ -1,12 +1,12 @@
 """How the package hangs together: no import circles, entry points that need only what they use, one config module."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import ROOT
-from hydra import compose, initialize_config_dir
 
 PACKAGE = ROOT / "src" / "alexnet"
 
@@ -47,7 +47,7 @@ def test_no_import_circle_in_the_package():
     for name in sorted(edges):
         if name not in state:
             visit(name, [])
-    assert "alexnet.data.images" in edges["alexnet.data.stats"]  # the graph sees function-level imports too
+    assert "alexnet.data.shapes" in edges["alexnet.data.datamodule"]  # the graph sees function-level imports too
 
 
 def test_eval_needs_nothing_of_train():
@@ -56,12 +56,26 @@ def test_eval_needs_nothing_of_train():
     assert result.stdout.strip() == "False"
 
 
-def test_the_config_module_makes_conf_resolve_for_either_entry_point():
-    from alexnet.config import register_resolvers
+def test_importing_an_entry_points_code_is_enough_for_conf_to_resolve():
+    """What a submitit worker does: it imports alexnet.train (or .evaluate) and never runs train.py."""
+    for module, entry in (("alexnet.train", "train"), ("alexnet.evaluate", "eval")):
+        code = f"""
+import {module}
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+with initialize_config_dir({str(ROOT / "conf")!r}, version_base="1.3"):
+    cfg = compose({entry!r}, overrides=["trainer.accelerator=cpu", "ckpt_path=x"], return_hydra_config=True)
+print(cfg.trainer.precision, cfg.hydra.run.dir, OmegaConf.create({{"log": "train${{rank_suffix:}}.log"}}).log)
+"""
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RANK": "1"}
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        precision, run_dir, log_suffix = result.stdout.split()
+        assert precision in ("bf16-mixed", "32-true") and run_dir.startswith(f"logs/{entry}/runs/")
+        assert log_suffix == "train_rank1.log"  # ${rank_suffix:}
 
-    register_resolvers()
-    for entry in ("train", "eval"):
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(entry, overrides=["trainer.accelerator=cpu", "ckpt_path=x"], return_hydra_config=True)
-        assert cfg.trainer.precision in ("bf16-mixed", "32-true")  # ${auto_precision:cpu}
-        assert cfg.hydra.run.dir.startswith(f"logs/{entry}/runs/")  # ${run_name:} for train
+
+def test_the_old_module_name_still_sorts_imagenet_val():
+    result = subprocess.run([sys.executable, "-m", "alexnet.data.imagenet", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--labels" in result.stdout

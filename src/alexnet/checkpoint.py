@@ -131,11 +131,18 @@ def model_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [f"model.{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ]
 
 
+def _same_net(path: Path, model_kwargs: dict[str, Any]) -> bool:
+    try:
+        return not model_changes(read_info(path).model_kwargs, model_kwargs)
+    except ValueError:  # not a checkpoint of an AlexNet run: not a candidate
+        return False
+
+
 def find_last(log_dir: str | Path, model_kwargs: dict[str, Any] | None = None) -> Path:
     """The newest ``last.ckpt`` of a train.py run under ``log_dir`` (of the same net, given ``model_kwargs``)."""
     found = sorted(Path(log_dir).glob("train/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if model_kwargs is not None:
-        found = [p for p in found if not model_changes(read_info(p).model_kwargs, model_kwargs)]
+        found = [p for p in found if _same_net(p, model_kwargs)]
     if not found:
         which = " of this model (same model.* settings)" if model_kwargs is not None else ""
         raise FileNotFoundError(f"ckpt_path=last: no last.ckpt{which} under {log_dir}/train; nothing to resume")

@@ -1,7 +1,8 @@
 """Hydra glue shared by the entry points: the resolvers ``conf/`` uses, and the running job's Hydra state.
 
-train.py and eval.py call :func:`register_resolvers` before Hydra composes their
-config; code that composes ``conf/`` itself (tests, notebooks) does the same:
+Importing this module registers them (alexnet.train and alexnet.evaluate import it, so
+a submitit worker, which unpickles the job without running train.py, has them too);
+:func:`register_resolvers` registers them again after ``OmegaConf.clear_resolvers()``:
 
 - ``${auto_precision:${trainer.accelerator}}``: bf16-mixed where the hardware runs it natively, else 32-true.
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
@@ -54,6 +55,9 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
     OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
+
+
+register_resolvers()
 
 
 def current_hydra() -> Any | None:

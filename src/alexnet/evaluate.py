@@ -10,6 +10,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+import alexnet.config  # noqa: F401 - registers the resolvers conf/ uses
 from alexnet.checkpoint import load_model, resolve_ckpt_path
 from alexnet.module import AlexNetModule
 from alexnet.report import format_test_report

@@ -62,7 +62,7 @@ class AlexNetModule(L.LightningModule):
             watches ``monitor``.
         monitor: the metric the scheduler watches (§5: the validation error).
         channels_last: run convolutions in NHWC, faster on CPUs and tensor cores.
-        config: the resolved run configuration, stored in checkpoints for the record.
+        config: the resolved run configuration, stored in checkpoints for the record and sent to the loggers.
     """
 
     def __init__(
@@ -214,8 +214,11 @@ class AlexNetModule(L.LightningModule):
         if states is None:
             return
         torch.set_rng_state(states["torch"])
-        if states["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(states["cuda"])
+        cuda = states["cuda"]
+        if isinstance(cuda, list):  # checkpoints before ec3be87 (2026-11-27) held every device's state
+            cuda = cuda[0] if cuda else None
+        if cuda is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda)
         kind, keys, pos, has_gauss, cached = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         random.setstate(states["python"])

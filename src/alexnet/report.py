@@ -16,11 +16,13 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # What the paper's claims (ImageNet, alexnet-spec.md) predict for each job, in the
 # report's own terms: the change of top-1 / top-5 error, ablation minus baseline.

@@ -169,8 +169,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         """The model's classes must be this data's (count, and label order where known) before any step is taken."""
         if num_classes != self.num_classes:
             raise DataError(
-                f"the model has {num_classes} classes (model.num_classes) but {self.root} has {self.num_classes}; "
-                f"set model.num_classes={self.num_classes} or use the matching data"
+                f"the model has {num_classes} classes but {self.root} has {self.num_classes}: use the data the "
+                f"model is for, or train a model for this data with model.num_classes={self.num_classes}"
             )
         if classes is not None and list(classes) != self.classes:
             wrong = next(i for i, (a, b) in enumerate(zip(classes, self.classes, strict=True)) if a != b)

@@ -1,4 +1,4 @@
-"""The two collectives the two-tower net needs, autograd-aware, and a log of the bytes they move.
+"""The two collectives the two-tower net needs, autograd-aware.
 
 Where the paper's towers connect, each tower needs both towers' maps: an
 all-gather along the channel dimension. Its backward pass depends on who uses

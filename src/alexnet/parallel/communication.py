@@ -81,7 +81,8 @@ def towers_transfers(batch: int, num_classes: int = 1000, activation_bytes: int 
 
 def ddp_transfers(num_classes: int = 1000, replicas: int = 2, towers: bool = False) -> list[Transfer]:
     """The gradient all-reduce of data parallelism (of one tower's parameters when ``towers``)."""
-    model = AlexNet(num_classes=num_classes)
+    with torch.device("meta"):
+        model = AlexNet(num_classes=num_classes)
     params = count_parameters(model)
     if towers:  # each tower holds the rows torch.chunk gives it; the first tower holds the most
         params = sum(p.chunk(TOWERS)[0].numel() for p in model.parameters())
