@@ -131,9 +131,15 @@ def model_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [f"model.{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ]
 
 
+def stored_model_kwargs(path: str | Path) -> dict[str, Any]:
+    """The net's arguments alone (no normalization, no stats file read), memory-mapped."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), Path(path))
+
+
 def _same_net(path: Path, model_kwargs: dict[str, Any]) -> bool:
     try:
-        return not model_changes(read_info(path).model_kwargs, model_kwargs)
+        return not model_changes(stored_model_kwargs(path), model_kwargs)
     except ValueError:  # not a checkpoint of an AlexNet run: not a candidate
         return False
 
@@ -160,11 +166,15 @@ def resolve_ckpt_path(
     """
     if ckpt_path is None:
         return None
-    path = find_last(log_dir, model_kwargs) if ckpt_path == "last" else Path(ckpt_path)
+    if ckpt_path == "last":  # already of this net, when model_kwargs is given
+        path = find_last(log_dir, model_kwargs)
+        log.info("Using checkpoint %s", path)
+        return str(path)
+    path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
     if model_kwargs is not None:
-        changes = model_changes(read_info(path).model_kwargs, model_kwargs)
+        changes = model_changes(stored_model_kwargs(path), model_kwargs)
         if changes:
             raise ValueError(
                 f"{path} holds another model ({', '.join(changes)}); resume it with the settings it was trained with"
