@@ -10,29 +10,75 @@ from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.functional import pil_to_tensor
 
-from alexnet.data import DataError, ImageFolderDataModule, PCALighting, ShapesDataModule, eval_transform
+from alexnet.data import BatchTransform, DataError, ImageFolderDataModule, PCALighting, ShapesDataModule
 from alexnet.data.shapes import CLASSES, generate
 from alexnet.data.stats import compute_stats
-from alexnet.data.transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC, SubtractMean
+from alexnet.data.transforms import (
+    IMAGENET_EIGVAL,
+    IMAGENET_EIGVEC,
+    CentreCrop,
+    RandomCropFlip,
+    SubtractMean,
+    TenPatches,
+    crop_batch,
+)
 
 
-def test_pca_lighting_adds_one_rgb_shift_per_image_with_the_papers_covariance():
+def _batch(samples: list[dict]) -> dict:
+    return torch.utils.data.default_collate(samples)
+
+
+def test_training_draws_match_the_papers_augmentation_statistically():
+    """Crop offsets uniform over all 30x30 positions, half the images reflected, lighting with §4.1's covariance."""
     torch.manual_seed(0)
-    lighting = PCALighting(std=0.1)
-    image = torch.rand(3, 8, 9)
-    shifted = lighting(image) - image
-    # The same shift at every pixel, different per channel.
-    torch.testing.assert_close(shifted, shifted[:, :1, :1].expand_as(shifted))
-    assert not torch.allclose(lighting(image), lighting(image))  # a new draw every call
-    shifts = torch.stack([lighting(image)[:, 0, 0] - image[:, 0, 0] for _ in range(20000)])
+    draw = RandomCropFlip(lighting_std=0.1)
+    image = torch.zeros(3, 256, 256, dtype=torch.uint8)
+    samples = [draw(image) for _ in range(20000)]
+    crops = torch.stack([s["crop"] for s in samples])
+    for offsets in (crops[:, 0], crops[:, 1]):  # top and left: 30 values, each ~1/30 of the draws
+        counts = torch.bincount(offsets, minlength=30).double()
+        assert len(counts) == 30 and (counts / len(samples) - 1 / 30).abs().max() < 0.01
+    assert abs(crops[:, 2].double().mean() - 0.5) < 0.02
+    assert samples[0]["image"].shape == (3, 227, 227) and samples[0]["image"].dtype == torch.uint8
+    shifts = PCALighting().shift(torch.stack([s["lighting"] for s in samples]))
     eigvec, eigval = torch.tensor(IMAGENET_EIGVEC), torch.tensor(IMAGENET_EIGVAL)
     expected = eigvec @ torch.diag((0.1 * eigval) ** 2) @ eigvec.T  # Cov(P (a * l)), a ~ N(0, 0.1^2)
     torch.testing.assert_close(shifts.T.cov(), expected, rtol=0.05, atol=2e-6)
     assert shifts.mean(0).abs().max() < 1e-3
 
 
+def test_the_device_half_equals_normalizing_the_whole_image_then_cropping():
+    """Lighting, a per-pixel mean and the scale on the cropped uint8 patch = the paper's order on the 256x256 image."""
+    torch.manual_seed(1)
+    images = torch.randint(0, 256, (6, 3, 256, 256), dtype=torch.uint8)
+    mean_image = torch.rand(3, 256, 256)
+    lighting = PCALighting()
+    transform = BatchTransform(SubtractMean(mean_image, input_scale=255.0), lighting)
+    samples = [RandomCropFlip(0.1)(image) for image in images]
+    assert {bool(s["crop"][2]) for s in samples} == {True, False}  # both reflected and not
+    out = transform(_batch(samples))
+    for image, sample, result in zip(images, samples, out, strict=True):
+        top, left, flipped = sample["crop"].tolist()
+        whole = image.float() / 255 + lighting.shift(sample["lighting"][None])[0][:, None, None]
+        whole = (whole - mean_image) * 255
+        expected = whole[:, top : top + 227, left : left + 227]
+        torch.testing.assert_close(result, expected.flip(-1) if flipped else expected, rtol=0, atol=1e-4)
+    # Validation: the centre crop, no lighting.
+    centre = transform(_batch([CentreCrop()(image) for image in images]))
+    torch.testing.assert_close(centre, ((images.float() / 255 - mean_image) * 255)[..., 14:241, 14:241])
+
+
+def test_crop_batch_cuts_and_reflects_each_image():
+    images = torch.arange(2 * 3 * 8 * 8).view(2, 3, 8, 8)
+    crop = torch.tensor([[1, 2, 0], [3, 0, 1]])
+    cut = crop_batch(images, crop, 4)
+    torch.testing.assert_close(cut[0], images[0, :, 1:5, 2:6])
+    torch.testing.assert_close(cut[1], images[1, :, 3:7, 0:4].flip(-1))
+    torch.testing.assert_close(crop_batch(images[0], crop, 4)[1], images[0, :, 3:7, 0:4].flip(-1))
+
+
 def test_subtract_mean_per_channel_and_per_pixel():
-    image = torch.rand(3, 4, 4)
+    image = torch.rand(1, 3, 4, 4)
     channel = SubtractMean([0.1, 0.2, 0.3], input_scale=255.0)(image)
     torch.testing.assert_close(channel, (image - torch.tensor([0.1, 0.2, 0.3])[:, None, None]) * 255)
     mean_image = torch.rand(3, 4, 4)
@@ -40,15 +86,18 @@ def test_subtract_mean_per_channel_and_per_pixel():
 
 
 def test_ten_patches_are_corners_centre_and_their_reflections():
-    image = Image.fromarray((torch.rand(300, 280, 3) * 255).byte().numpy())
-    crops = eval_transform(SubtractMean([0, 0, 0], 1.0), ten_crop=True)(image)
-    centre = eval_transform(SubtractMean([0, 0, 0], 1.0))(image)
+    image = v2.Compose([v2.ToImage(), v2.Resize(256), v2.CenterCrop(256)])(
+        Image.fromarray((torch.rand(300, 280, 3) * 255).byte().numpy())
+    )
+    transform = BatchTransform(SubtractMean([0, 0, 0], 1.0))
+    crops = transform(_batch([TenPatches()(image)]))[0]
+    centre = transform(_batch([CentreCrop()(image)]))[0]
     assert crops.shape == (10, 3, 227, 227)
     torch.testing.assert_close(crops[4], centre)  # index 4 is the single centre crop
     # 5-9 are the same five patches of the reflected image: its top-left is our top-right, mirrored.
     torch.testing.assert_close(crops[5], crops[1].flip(-1))
     torch.testing.assert_close(crops[7], crops[3].flip(-1))
-    mirrored = eval_transform(SubtractMean([0, 0, 0], 1.0), ten_crop=True)(image.transpose(Image.FLIP_LEFT_RIGHT))
+    mirrored = transform(_batch([TenPatches()(image.flip(-1))]))[0]
     torch.testing.assert_close(crops[5:], mirrored[:5])
     assert len({c.sum().item() for c in crops[:5]}) == 5  # five different patches
 
@@ -61,12 +110,14 @@ def test_datamodule_batches(image_folder):
     dm = _datamodule(image_folder)
     dm.setup("fit")
     assert dm.classes == ["cat", "dog", "fox"] and dm.num_classes == 3
-    images, labels = next(iter(dm.train_dataloader()))
+    inputs, labels = next(iter(dm.train_dataloader()))
+    assert inputs["image"].shape == (4, 3, 227, 227) and inputs["image"].dtype == torch.uint8  # what workers send
+    images, labels = dm.on_after_batch_transfer((inputs, labels), 0)
     assert images.shape == (4, 3, 227, 227) and images.dtype == torch.float32
     assert labels.shape == (4,)
     # Mean subtracted, raw 0-255 range as the paper: values well outside [0, 1].
     assert images.min() < -50 and images.max() > 50
-    patches, _ = next(iter(dm.test_dataloader()))
+    patches, _ = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
     assert patches.shape[1:] == (10, 3, 227, 227)
 
 
@@ -79,8 +130,8 @@ def test_grayscale_cmyk_and_png_in_jpeg_become_rgb(image_folder):
     dm.setup("fit")  # verify passes: all three decode
     for name in ("gray", "cmyk", "png_inside"):
         index = next(i for i, (p, _) in enumerate(dm.train_set.samples) if Path(p).stem == name)
-        image, label = dm.train_set[index]
-        assert image.shape == (3, 227, 227) and label == 0
+        sample, label = dm.train_set[index]
+        assert sample["image"].shape == (3, 227, 227) and label == 0
 
 
 def test_corrupt_and_truncated_images_are_named_before_training(image_folder):

@@ -7,6 +7,7 @@ a submitit worker, which unpickles the job without running train.py, has them to
 - ``${auto_precision:${trainer.accelerator}}``: bf16-mixed where the hardware runs it natively, else 32-true.
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
 - ``${rank_suffix:}``: ``_rank<N>`` in the log file names of ranks other than 0 under torchrun or srun.
+- ``${num_classes_in:${data.root}}``: the class count of the data there (prepared or ImageFolder).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
+from alexnet.data.datamodule import count_classes
 from alexnet.hardware import auto_precision
 
 
@@ -55,6 +57,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
     OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
+    OmegaConf.register_new_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
 
 
 register_resolvers()

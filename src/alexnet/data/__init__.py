@@ -1,16 +1,16 @@
 """Data: the ImageFolder pipeline of §2/§4.1, its statistics, ImageNet helpers and the demo data."""
 
-from alexnet.data.datamodule import ImageFolderDataModule, ShapesDataModule
+from alexnet.data.datamodule import ImageFolderDataModule, PreparedDataModule, ShapesDataModule
 from alexnet.data.images import DataError, load_rgb
-from alexnet.data.transforms import PCALighting, SubtractMean, eval_transform, train_transform
+from alexnet.data.transforms import BatchTransform, PCALighting, SubtractMean
 
 __all__ = [
+    "BatchTransform",
     "DataError",
     "ImageFolderDataModule",
     "PCALighting",
+    "PreparedDataModule",
     "ShapesDataModule",
     "SubtractMean",
-    "eval_transform",
     "load_rgb",
-    "train_transform",
 ]

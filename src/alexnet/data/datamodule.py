@@ -17,23 +17,30 @@ import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets
+from torchvision.transforms import v2
 
 from alexnet.data.images import DataError, find_bad_images, load_rgb
+from alexnet.data.prepared import MANIFEST, PreparedImages, read_manifest
 from alexnet.data.stats import compute_stats, load_stats
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
     IMAGENET_MEAN,
+    RESIZE,
+    BatchTransform,
+    CentreCrop,
     PCALighting,
+    RandomCropFlip,
     SubtractMean,
-    eval_transform,
-    train_transform,
+    TenPatches,
+    resize_and_centre_crop,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,16 @@ def synset_words(root: str | Path) -> dict[str, str] | None:
             pairs = (line.strip().split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
             return {p[0]: (p[1] if len(p) > 1 else p[0]) for p in pairs}
     return None
+
+
+def collate(samples: list[tuple[dict[str, Any], int]]) -> tuple[dict[str, Any], Any]:
+    """Stack the workers' samples; JPEG bytes (of different lengths) stay a list, decoded on the device."""
+    if "jpeg" not in samples[0][0]:
+        return default_collate(samples)
+    jpegs = [inputs.pop("jpeg") for inputs, _ in samples]
+    inputs, labels = default_collate(samples)
+    inputs["jpeg"] = jpegs
+    return inputs, labels
 
 
 class ImageFolderDataModule(L.LightningDataModule):
@@ -102,6 +119,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.verify, self.pin_memory = verify, pin_memory
         self.batch_size_per_device = batch_size_per_device
         self.normalization = normalization  # from the arguments above in setup() when not given
+        self.batch_transform: BatchTransform | None = None  # the float half, on the device (setup)
         self.train_set: datasets.ImageFolder | None = None
         self.val_set: datasets.ImageFolder | None = None
         self.test_set: datasets.ImageFolder | None = None
@@ -130,7 +148,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         if not folder.is_dir():
             raise DataError(f"{folder} is missing: data.root must hold {LAYOUT}.")
         try:
-            return datasets.ImageFolder(folder, transform=transform, loader=load_rgb)
+            # Decoding a large JPEG at a reduced scale first costs a few percent of a full decode.
+            return datasets.ImageFolder(folder, transform=transform, loader=partial(load_rgb, draft=RESIZE))
         except FileNotFoundError as error:  # no class folders, or class folders without images
             raise DataError(f"{folder} has no usable class folders ({error}); expected {LAYOUT}.") from error
 
@@ -142,8 +161,14 @@ class ImageFolderDataModule(L.LightningDataModule):
             eigval, eigvec = stats["eigval"], stats["eigvec"]
         elif self.per_pixel_mean:
             raise ValueError("data.per_pixel_mean=true needs data.stats (python -m alexnet.data.stats)")
-        lighting = PCALighting(eigval, eigvec, self.lighting_std) if self.lighting_std > 0 else None
+        lighting = PCALighting(eigval, eigvec) if self.lighting_std > 0 else None
         return SubtractMean(mean, self.input_scale), lighting
+
+    _crops_in_workers = True  # False: workers draw the crops, the device decodes and cuts
+
+    def _to_256(self) -> list[v2.Transform]:
+        """What turns a loaded image into the uint8 256x256 tensor the crops come from."""
+        return resize_and_centre_crop()
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is not None:
@@ -151,10 +176,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         mean, lighting = self._statistics()
         if self.normalization is None:
             self.normalization = mean
-        self.train_set = self._split("train", train_transform(self.normalization, lighting))
-        self.val_set = self._split("val", eval_transform(self.normalization))
+        self.batch_transform = BatchTransform(self.normalization, lighting)
+        to_256, image = self._to_256(), self._crops_in_workers
+        self.train_set = self._split("train", v2.Compose([*to_256, RandomCropFlip(self.lighting_std, image=image)]))
+        self.val_set = self._split("val", v2.Compose([*to_256, CentreCrop(image=image)]))
         self.test_set = copy.copy(self.val_set)  # the same images, listed once (50,000 on ImageNet)
-        self.test_set.transform = eval_transform(self.normalization, ten_crop=True)
+        self.test_set.transform = v2.Compose([*to_256, TenPatches(image=image)])
         if self.train_set.classes != self.val_set.classes:
             only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
             only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
@@ -219,6 +246,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             shuffle=shuffle,
             drop_last=shuffle,
             num_workers=self.num_workers,
+            collate_fn=collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             # Fresh workers each epoch draw their seeds from the global RNG, which the
             # checkpoint restores: a resumed run then augments exactly as an unbroken one.
@@ -227,6 +255,21 @@ class ImageFolderDataModule(L.LightningDataModule):
             # replica must augment their (shared) images identically.
             worker_init_fn=partial(pl_worker_init_function, rank=replica),
         )
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        inputs, labels = batch
+        jpegs = inputs.pop("jpeg", None) if isinstance(inputs, dict) else None
+        inputs, labels = super().transfer_batch_to_device((inputs, labels), device, dataloader_idx)
+        if jpegs is not None:  # the decoder reads host memory; it writes to the device
+            inputs["jpeg"] = jpegs
+        return inputs, labels
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The workers' uint8 images become the model's float input here, on the model's device."""
+        inputs, labels = batch
+        if not isinstance(inputs, dict):  # a dataset of float images already
+            return batch
+        return self.batch_transform(inputs), labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True, batch_size=self.device_batch_size)
@@ -264,3 +307,63 @@ class ShapesDataModule(ImageFolderDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # a no-op when the data and its stats are there; needed outside a Trainer
         super().setup(stage)
+
+
+class PreparedDataModule(ImageFolderDataModule):
+    """Data written once by ``python -m alexnet.data.prepare SRC DST``: 256x256 JPEG shards.
+
+    Workers decode 256x256 JPEGs and cut the crops in uint8; the statistics (``DST/stats.pt``),
+    classes and class words come with the data; every image was checked when it was prepared.
+
+    Args:
+        root: the prepared data set (DST).
+        decode_on_device: send the JPEG bytes to the device and decode them there (batched
+            nvJPEG on CUDA): for a GPU with few CPU cores per GPU. Workers then only read bytes.
+        per_pixel_mean: §2's mean image, which preparation computes (default here: true).
+        **kwargs: as :class:`ImageFolderDataModule`.
+    """
+
+    def __init__(self, root: str, decode_on_device: bool = False, per_pixel_mean: bool = True, **kwargs: Any) -> None:
+        if kwargs.get("stats") is None:
+            kwargs["stats"] = str(Path(root).expanduser() / "stats.pt")
+        kwargs.setdefault("verify", False)
+        super().__init__(root, per_pixel_mean=per_pixel_mean, **kwargs)
+        self.decode_on_device = decode_on_device
+        self._crops_in_workers = not decode_on_device
+        self._manifest: dict[str, Any] | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.root)
+        return self._manifest
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    def class_names(self) -> list[str]:
+        return self.manifest["class_names"]
+
+    def _to_256(self) -> list[v2.Transform]:
+        return []  # prepared images are 256x256 already
+
+    def setup(self, stage: str | None = None) -> None:
+        read_manifest(self.root)  # an unprepared or unfinished root says so before its stats are looked for
+        super().setup(stage)
+
+    def _split(self, split: str, transform=None) -> PreparedImages:
+        images = PreparedImages(self.root / split, self.classes, transform, decode=not self.decode_on_device)
+        images.check_shards()
+        return images
+
+    def _verify(self) -> None:
+        pass  # every image was decoded when the data set was prepared; bad ones are in prepared.json
+
+
+def count_classes(root: str) -> int:
+    """The number of classes of the data at ``root``, prepared or ImageFolder (``${num_classes_in:...}``)."""
+    root_path = Path(root).expanduser()
+    if (root_path / MANIFEST).is_file() or not (root_path / "train").is_dir():
+        return len(read_manifest(root_path)["classes"])
+    return len(datasets.folder.find_classes(root_path / "train")[0])

@@ -1,0 +1,264 @@
+"""§2's preprocessing, done once: an ImageFolder tree -> 256x256 JPEG shards, statistics and class words.
+
+    python -m alexnet.data.prepare /datasets/ilsvrc2012 /fast/ilsvrc2012-prepared --workers 16
+    python train.py data=prepared data.root=/fast/ilsvrc2012-prepared
+
+Every image is decoded once (a file that does not decode is listed, skipped and
+reported), converted to RGB, its shorter side resized to 256 and its centre 256x256
+kept, then re-encoded as JPEG at ``--quality`` (95, as cuda-convnet2's ImageNet batches).
+A training image then costs a 256x256 decode instead of a full-size decode and resize:
+several times cheaper per core.
+
+Layout of DST, each split in shards of ``--shard-size`` images::
+
+    prepared.json            classes, class words, counts, bad files, settings (written last)
+    stats.pt                 mean, per-pixel mean image and RGB PCA of train/ (alexnet.data.stats's format)
+    train/000000.tar ...     plain POSIX tar: <index>.jpg and <index>.cls (its label), WebDataset's naming
+    train/index.npy          (images, 4) int64: shard, byte offset of the JPEG, its size, label
+    val/...
+
+Why tar and not litdata's chunks: a tar shard is read by any tool (tar, WebDataset), and
+with the index each image is a slice of a memory-mapped file, so the data set stays a
+map-style ``Dataset``: Lightning's samplers, both processes of a ``trainer=towers`` pair
+reading the same batch, and exact resume from the global RNG work unchanged
+(``benchmarks`` in the README compares the read rates).
+
+Work happens in ``DST.partial/`` and finished shards are kept: an interrupted run continues
+where it stopped when started again, and DST appears, complete, by one rename at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import tarfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from alexnet.data.datamodule import synset_words
+from alexnet.data.images import DataError, load_rgb
+from alexnet.data.prepared import FORMAT, MANIFEST, read_manifest
+from alexnet.data.transforms import RESIZE, resize_and_centre_crop
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work: these source images, in this order, into ``<split>/<number>.tar``."""
+
+    split: str
+    number: int
+    first_index: int  # the index of its first image in the split (tar member names)
+    samples: tuple[tuple[str, int], ...]
+    folder: Path
+    quality: int
+
+    @property
+    def tar(self) -> Path:
+        return self.folder / self.split / f"{self.number:06d}.tar"
+
+    @property
+    def summary(self) -> Path:
+        """Written after the tar: its presence marks the shard finished."""
+        return self.tar.with_suffix(".pt")
+
+
+def _summary_of(shard: Shard) -> dict[str, Any] | None:
+    """A finished shard's summary, if it was made from the same source images."""
+    if not (shard.summary.is_file() and shard.tar.is_file()):
+        return None
+    summary = torch.load(shard.summary, weights_only=True)
+    return summary if summary["sources"] == [p for p, _ in shard.samples] else None
+
+
+def prepare_shard(shard: Shard) -> dict[str, Any]:
+    """Decode, check, resize, crop and re-encode one shard's images; sum their statistics (train only)."""
+    if (done := _summary_of(shard)) is not None:
+        return done  # resumed
+    torch.set_num_threads(1)  # one shard per core
+    to_256 = v2.Compose(resize_and_centre_crop())
+    rows, bad = [], []
+    pixel_sum = torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64)
+    outer = torch.zeros(3, 3, dtype=torch.float64)
+    unfinished = shard.tar.with_suffix(".tar.partial")
+    with tarfile.open(unfinished, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for position, (path, label) in enumerate(shard.samples):
+            try:
+                image = to_256(load_rgb(path, draft=RESIZE))  # (3, 256, 256) uint8
+            except DataError as error:
+                bad.append((path, str(error.__cause__)))
+                continue
+            encoded = io.BytesIO()
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(encoded, "JPEG", quality=shard.quality)
+            name = f"{shard.first_index + position:08d}"
+            member = tarfile.TarInfo(f"{name}.jpg")
+            member.size, member.mtime = encoded.tell(), 0
+            encoded.seek(0)
+            tar.addfile(member, encoded)
+            data_offset = tar.offset - -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE  # data is padded
+            rows.append((shard.number, data_offset, member.size, label))
+            label_member = tarfile.TarInfo(f"{name}.cls")
+            label_member.size = len(text := str(label).encode())
+            tar.addfile(label_member, io.BytesIO(text))
+            if shard.split == "train":
+                x = image.to(torch.float64) / 255.0
+                pixel_sum += x
+                flat = x.reshape(3, -1)
+                outer += flat @ flat.T
+    unfinished.rename(shard.tar)
+    summary = {
+        "sources": [p for p, _ in shard.samples],
+        "rows": torch.tensor(rows, dtype=torch.int64).view(-1, 4),
+        "bad": bad,
+        "pixel_sum": pixel_sum,
+        "outer": outer,
+    }
+    torch.save(summary, shard.summary.with_suffix(".pt.partial"))
+    shard.summary.with_suffix(".pt.partial").rename(shard.summary)
+    return summary
+
+
+def statistics(summaries: list[dict[str, Any]]) -> dict[str, torch.Tensor | int]:
+    """alexnet.data.stats's statistics, from the shards' sums over all training images at scale [0, 1]."""
+    count = sum(len(s["rows"]) for s in summaries)
+    if count == 0:
+        raise DataError("no training image could be decoded: nothing to prepare")
+    mean_image = sum(s["pixel_sum"] for s in summaries) / count
+    mean = mean_image.mean((1, 2))
+    covariance = sum(s["outer"] for s in summaries) / (count * RESIZE * RESIZE) - torch.outer(mean, mean)
+    eigval, eigvec = torch.linalg.eigh(covariance)
+    order = eigval.argsort(descending=True)  # the paper's order: by size
+    return {
+        "mean": mean.float(),
+        "mean_image": mean_image.float(),
+        "eigval": eigval[order].float(),
+        "eigvec": eigvec[:, order].float(),  # columns are the eigenvectors
+        "num_images": count,
+    }
+
+
+def _source_split(src: Path, split: str) -> datasets.ImageFolder:
+    folder = src / split
+    if not folder.is_dir():
+        raise DataError(f"{folder} is missing: SRC must hold train/<class>/<image> and val/<class>/<image>")
+    return datasets.ImageFolder(folder, loader=str)  # paths and labels only
+
+
+def prepare(
+    src: str | Path, dst: str | Path, workers: int | None = None, quality: int = 95, shard_size: int = 1000
+) -> Path:
+    """Prepare ``src`` (ImageFolder layout) into ``dst``; returns ``dst``. Resumes an interrupted run."""
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    if (dst / MANIFEST).is_file():
+        log.info("%s is prepared already (%s): nothing to do", dst, MANIFEST)
+        return dst
+    if dst.exists():
+        raise DataError(f"{dst} exists and is not a prepared data set: choose a new DST, or delete it")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"--quality {quality} is not a JPEG quality; use 1-100 (95: cuda-convnet2's)")
+    work = dst.with_name(dst.name + ".partial")
+    splits = {split: _source_split(src, split) for split in SPLITS}
+    if splits["train"].classes != splits["val"].classes:
+        raise DataError(f"train/ and val/ under {src} have different class folders; both need the same")
+    shards: list[Shard] = []
+    for split, folder in splits.items():
+        (work / split).mkdir(parents=True, exist_ok=True)
+        samples = folder.samples
+        for number, first in enumerate(range(0, len(samples), shard_size)):
+            chunk = tuple(samples[first : first + shard_size])
+            shards.append(Shard(split, number, first, chunk, work, quality))
+    resumed = sum(_summary_of(s) is not None for s in shards)
+    workers = workers or os.cpu_count() or 1
+    log.info(
+        "Preparing %d images of %s in %d shards with %d processes into %s%s",
+        sum(len(s.samples) for s in shards), src, len(shards), workers, work,
+        f" ({resumed} shards done before)" if resumed else "",
+    )  # fmt: skip
+    summaries = _run(shards, workers)
+    bad = [entry for s in summaries.values() for entry in s["bad"]]
+    for path, reason in bad:
+        log.warning("skipped %s: it does not decode (%s)", path, reason)
+    for split in SPLITS:
+        rows = [summaries[s]["rows"] for s in shards if s.split == split]
+        np.save(work / split / "index.npy", torch.cat(rows).numpy())
+    stats = statistics([summaries[s] for s in shards if s.split == "train"])
+    torch.save(stats, work / "stats.pt")
+    for s in shards:
+        s.summary.unlink()
+    classes = splits["train"].classes
+    words = synset_words(src) or {}
+    manifest = {
+        "format": FORMAT,
+        "source": str(src),
+        "quality": quality,
+        "size": RESIZE,
+        "classes": classes,
+        "class_names": [words.get(c, c) for c in classes],
+        "images": {split: sum(len(summaries[s]["rows"]) for s in shards if s.split == split) for split in SPLITS},
+        "shards": {split: sum(s.split == split for s in shards) for split in SPLITS},
+        "bad_images": [list(entry) for entry in bad],
+    }
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    work.rename(dst)
+    return dst
+
+
+def _run(shards: list[Shard], workers: int) -> dict[Shard, dict[str, Any]]:
+    from tqdm import tqdm
+
+    progress = tqdm(total=sum(len(s.samples) for s in shards), unit="img", smoothing=0.1)
+    summaries = {}
+    if workers == 1:
+        results = map(prepare_shard, shards)
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(prepare_shard, shards)
+    try:
+        for shard, summary in zip(shards, results, strict=True):
+            summaries[shard] = summary
+            progress.update(len(shard.samples))
+    finally:
+        progress.close()
+        if workers != 1:
+            pool.shutdown(cancel_futures=True)
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", type=Path, help="ImageFolder tree holding train/<class>/* and val/<class>/*")
+    parser.add_argument("dst", type=Path, help="the prepared data set to write (must not exist, or be unfinished)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the 256x256 images (95)")
+    parser.add_argument("--shard-size", type=int, default=1000, help="images per shard (1000: ~35 MB)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    start = time.perf_counter()
+    try:
+        dst = prepare(args.src, args.dst, args.workers, args.quality, args.shard_size)
+    except (DataError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    manifest = read_manifest(dst)
+    print(
+        f"{dst}: {manifest['images']['train']} training and {manifest['images']['val']} validation images, "
+        f"{len(manifest['classes'])} classes, {len(manifest['bad_images'])} skipped, "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Reading a data set written by :mod:`alexnet.data.prepare`: each image a slice of a memory-mapped tar shard."""
+
+from __future__ import annotations
+
+import json
+import mmap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from alexnet.data.images import DataError
+from alexnet.data.transforms import RESIZE
+
+MANIFEST = "prepared.json"
+FORMAT = "alexnet-prepared/1"
+# Stands in for an image that the device will decode: the crop needs only its size.
+_UNDECODED = torch.empty(3, RESIZE, RESIZE, dtype=torch.uint8, device="meta")
+
+
+class PreparedImages(Dataset):
+    """One split of a prepared data set, map-style: ``(transform(uint8 (3, 256, 256)), label)``.
+
+    With ``decode=False`` the JPEG bytes go to the batch as ``"jpeg"`` instead, for the device
+    to decode (:class:`alexnet.data.transforms.BatchTransform`); ``transform`` then only draws the crop.
+    Shards are opened lazily, once per worker process.
+    """
+
+    def __init__(
+        self, folder: str | Path, classes: list[str], transform: Callable | None = None, decode: bool = True
+    ) -> None:
+        self.folder, self.classes, self.transform, self.decode = Path(folder), classes, transform, decode
+        index = self.folder / "index.npy"
+        if not index.is_file():
+            raise DataError(f"{index} is missing: prepare the data set again (python -m alexnet.data.prepare)")
+        self.index = np.load(index)  # (images, 4): shard, offset, size, label
+        self.targets = self.index[:, 3].tolist()
+        self._shards: dict[int, mmap.mmap] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def shard_path(self, number: int) -> Path:
+        return self.folder / f"{number:06d}.tar"
+
+    def check_shards(self) -> None:
+        """Every shard is there and long enough for its last image (a truncated copy fails here, not mid-epoch)."""
+        for number in np.unique(self.index[:, 0]):
+            rows = self.index[self.index[:, 0] == number]
+            end = int((rows[:, 1] + rows[:, 2]).max())
+            path = self.shard_path(int(number))
+            size = path.stat().st_size if path.is_file() else -1
+            if size < end:
+                what = "is missing" if size < 0 else f"is truncated ({size} of at least {end} bytes)"
+                raise DataError(f"{path} {what}: copy the prepared data set again, or prepare it again")
+
+    def jpeg(self, i: int) -> Tensor:
+        """Image ``i``'s JPEG bytes as a uint8 tensor."""
+        shard, offset, size, _ = (int(v) for v in self.index[i])
+        if shard not in self._shards:
+            with open(self.shard_path(shard), "rb") as file:
+                self._shards[shard] = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        return torch.frombuffer(bytearray(self._shards[shard][offset : offset + size]), dtype=torch.uint8)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        data = self.jpeg(i)
+        label = int(self.index[i, 3])
+        if not self.decode:
+            sample = self.transform(_UNDECODED)
+            sample["jpeg"] = data
+            return sample, label
+        image = decode_jpeg(data, mode=ImageReadMode.RGB)
+        return (self.transform(image) if self.transform else image), label
+
+    def __getstate__(self) -> dict[str, Any]:  # memory maps stay in the process that opened them
+        return {**self.__dict__, "_shards": {}}
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """A prepared data set's ``prepared.json``, or a :class:`DataError` saying how to make or finish it."""
+    root = Path(root).expanduser()
+    path = root / MANIFEST
+    if not path.is_file():
+        unfinished = root.with_name(root.name + ".partial")
+        if unfinished.is_dir():
+            raise DataError(
+                f"{root} is not finished: its preparation stopped in {unfinished}. Run the same "
+                f"`python -m alexnet.data.prepare SRC {root}` again to finish it (done shards are kept)."
+            )
+        raise DataError(
+            f"data.root={root} is not a prepared data set (no {MANIFEST}): make one with "
+            f"`python -m alexnet.data.prepare SRC {root}`, or use data=imagenet for an ImageFolder tree"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{path} is format {manifest.get('format')!r}, not {FORMAT!r}: prepare it again")
+    return manifest
