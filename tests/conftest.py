@@ -46,6 +46,18 @@ def make_image_folder(
     return root
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda need a GPU: on a machine without one they are reported as skipped, not run."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: benchmarks/gpu_check.sh runs it on a GPU machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "folder")

@@ -87,3 +87,35 @@ def test_worst_classes_skip_perfect_and_absent_classes():
     errors = torch.tensor([0.1, 0.0, float("nan"), 0.3])
     assert format_worst_classes(errors, ["cat", "dog", "fox", "cow"]).endswith(": cow 30.0%, cat 10.0%")
     assert format_worst_classes(torch.zeros(2), ["cat", "dog"]).endswith("none, every image right")
+
+
+def test_training_reads_metrics_only_on_logging_steps_and_counts_every_batch(tmp_path):
+    """Between logging steps nothing is read from the device, yet the epoch error and the image count cover every batch."""
+    import csv
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alexnet.callbacks import ThroughputMonitor, images_in_batch
+
+    class Trainable(Lookup):  # the same logits, with a gradient to step on
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + 0 * self.fc8.weight.sum()
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(28, 3, 2, 2), torch.randint(0, 3, (28,))
+    module = AlexNetModule(Trainable(3), optimizer=functools.partial(torch.optim.SGD, lr=0.1), channels_last=False)
+    trainer = L.Trainer(
+        max_epochs=1, logger=CSVLogger(tmp_path), log_every_n_steps=3, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[ThroughputMonitor(batch_size_fn=images_in_batch, window_size=2)],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(TensorDataset(images, labels), batch_size=4))  # 7 steps
+    with open(next(tmp_path.rglob("metrics.csv"))) as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == [2, 5]  # steps 3 and 6
+    assert [int(float(r["train/samples"])) for r in rows if r.get("train/samples")] == [12, 24]  # every batch counted
+    expected = (images.flatten(2).mean(-1).argmax(-1) != labels).float().mean().item()
+    (epoch,) = [float(r["train/top1_error_epoch"]) for r in rows if r.get("train/top1_error_epoch")]
+    assert epoch == pytest.approx(expected)

@@ -9,9 +9,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.distributed.tensor import DTensor
 from torchvision.utils import make_grid, save_image
 
@@ -64,6 +65,25 @@ class Conv1Filters(L.Callback):
             if isinstance(logger, WandbLogger):
                 keys = [f"conv1/tower_{t}" for t in range(1, len(grids) + 1)]
                 logger.log_image(key="conv1", images=grids, caption=keys, step=trainer.global_step)
+
+
+class ThroughputMonitor(callbacks.ThroughputMonitor):
+    """Lightning's images/s, FLOP/s and MFU, measured over the steps between two logging steps.
+
+    Lightning's own waits for the GPU after every batch to time it; this one counts every
+    batch's images but waits and takes the time only on the steps that are logged anyway.
+    """
+
+    @rank_zero_only
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        if trainer._logger_connector.should_update_logs:  # the test Lightning's monitor logs by
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+            return
+        stage = trainer.state.stage
+        self._samples[stage] += self.batch_size_fn(batch)
+        self._batches[stage] += 1
 
 
 class LineProgressBar(ProgressBar):

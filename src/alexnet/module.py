@@ -62,6 +62,9 @@ class AlexNetModule(L.LightningModule):
             watches ``monitor``.
         monitor: the metric the scheduler watches (§5: the validation error).
         channels_last: run convolutions in NHWC, faster on CPUs and tensor cores.
+        compile: ``torch.compile`` the net in place (checkpoints keep its plain names). None: on
+            CUDA, not on a CPU, where compiling costs a minute and gained little (``python -m alexnet.bench``).
+            Not with ``trainer=towers``, whose layers exchange maps between processes.
         config: the resolved run configuration, stored in checkpoints for the record and sent to the loggers.
     """
 
@@ -72,6 +75,7 @@ class AlexNetModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         monitor: str = "val/top1_error",
         channels_last: bool = True,
+        compile: bool | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -80,7 +84,7 @@ class AlexNetModule(L.LightningModule):
         self.num_classes: int = model.num_classes
         self.model_kwargs: dict[str, Any] | None = getattr(model, "model_kwargs", None)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor, self.channels_last = monitor, channels_last
+        self.monitor, self.channels_last, self.compile_model = monitor, channels_last, compile
         if optimizer is not None:
             try:
                 probe = optimizer(model.parameters())
@@ -129,6 +133,8 @@ class AlexNetModule(L.LightningModule):
             for metric in self.modules():
                 if isinstance(metric, Metric):
                     metric.process_group = replicas
+        elif self.compile_model or (self.compile_model is None and self.trainer.strategy.root_device.type == "cuda"):
+            self.model.compile()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last:
@@ -139,15 +145,27 @@ class AlexNetModule(L.LightningModule):
         for name, metric in errors.items():
             self.log(f"{prefix}{name}", metric, **kwargs)
 
+    def _logging_step(self) -> bool:
+        """Whether the loggers write this step (Trainer's ``log_every_n_steps``)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.trainer.global_step + 1) % every == 0
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         self._count_flops(images.shape[0], "train")
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        for metric in self.train_errors.values():
-            metric(logits.detach(), labels)  # forward: accumulates and gives the batch's value
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the mean over all processes
-        self._log_errors(self.train_errors, "train/", on_step=True, on_epoch=True)
+        # Between logging steps nothing leaves the device: the errors accumulate there, and the
+        # host never waits for the GPU. On logging steps the values are read, over all processes.
+        logging = self._logging_step()
+        for name, metric in self.train_errors.items():
+            if logging:
+                self.log(f"train/{name}_step", metric(logits.detach(), labels))  # accumulates, and this batch's value
+            else:
+                metric.update(logits.detach(), labels)
+            self.log(f"train/{name}_epoch", metric, on_step=False, on_epoch=True)
+        if logging:
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the mean over all processes
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
