@@ -10,7 +10,14 @@ from torchvision import datasets
 from torchvision.transforms import v2
 from torchvision.transforms.functional import pil_to_tensor
 
-from alexnet.data import BatchTransform, DataError, ImageFolderDataModule, PCALighting, ShapesDataModule
+from alexnet.data import (
+    BatchTransform,
+    DataError,
+    ImageFolderDataModule,
+    PCALighting,
+    ShapesDataModule,
+    eval_transform,
+)
 from alexnet.data.shapes import CLASSES, generate
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import (
@@ -100,6 +107,18 @@ def test_ten_patches_are_corners_centre_and_their_reflections():
     mirrored = transform(_batch([TenPatches()(image.flip(-1))]))[0]
     torch.testing.assert_close(crops[5:], mirrored[:5])
     assert len({c.sum().item() for c in crops[:5]}) == 5  # five different patches
+
+
+def test_eval_transform_of_one_image_is_the_validation_pipeline(image_folder):
+    dm = ImageFolderDataModule(str(image_folder), batch_size=2, num_workers=0, verify=False)
+    dm.setup("fit")
+    batch, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    with Image.open(dm.val_set.samples[1][0]) as image:
+        one = eval_transform(dm.normalization)(image.convert("RGB"))
+        patches = eval_transform(dm.normalization, ten_crop=True)(image.convert("RGB"))
+    assert one.shape == (3, 227, 227) and patches.shape == (10, 3, 227, 227)
+    torch.testing.assert_close(one, batch[1])
+    torch.testing.assert_close(patches[4], one)
 
 
 def _datamodule(root: Path, **kwargs) -> ImageFolderDataModule:

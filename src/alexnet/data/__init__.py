@@ -2,7 +2,7 @@
 
 from alexnet.data.datamodule import ImageFolderDataModule, PreparedDataModule, ShapesDataModule
 from alexnet.data.images import DataError, load_rgb
-from alexnet.data.transforms import BatchTransform, PCALighting, SubtractMean
+from alexnet.data.transforms import BatchTransform, PCALighting, SubtractMean, eval_transform
 
 __all__ = [
     "BatchTransform",
@@ -12,5 +12,6 @@ __all__ = [
     "PreparedDataModule",
     "ShapesDataModule",
     "SubtractMean",
+    "eval_transform",
     "load_rgb",
 ]

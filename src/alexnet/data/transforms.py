@@ -215,3 +215,24 @@ def decode_batch(jpegs: list[Tensor], device: torch.device) -> Tensor:
 
     images = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
     return torch.stack(images)
+
+
+class _OneImage(nn.Module):
+    """:class:`BatchTransform` on one sample, without a DataLoader: a batch of one, unwrapped."""
+
+    def __init__(self, transform: BatchTransform) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, sample: dict[str, Tensor]) -> Tensor:
+        return self.transform({key: value[None] for key, value in sample.items()})[0]
+
+
+def eval_transform(normalization: SubtractMean, ten_crop: bool = False) -> v2.Compose:
+    """One image (PIL or uint8 tensor, any size) -> the model's input, as in evaluation.
+
+    (3, 227, 227): §2's 256x256 and its centre crop; with ``ten_crop`` §4.1's (10, 3, 227, 227).
+    ``normalization`` is usually a checkpoint's (:attr:`alexnet.checkpoint.CheckpointInfo.normalization`).
+    """
+    cut = TenPatches() if ten_crop else CentreCrop()
+    return v2.Compose([*resize_and_centre_crop(), cut, _OneImage(BatchTransform(normalization))])
