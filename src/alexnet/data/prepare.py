@@ -132,14 +132,14 @@ def prepare_shard(shard: Shard) -> dict[str, Any]:
     return summary
 
 
-def statistics(summaries: list[dict[str, Any]]) -> dict[str, torch.Tensor | int]:
-    """alexnet.data.stats's statistics, from the shards' sums over all training images at scale [0, 1]."""
-    count = sum(len(s["rows"]) for s in summaries)
+def statistics(sums: dict[str, Any]) -> dict[str, torch.Tensor | int]:
+    """alexnet.data.stats's statistics, from the sums over all training images at scale [0, 1]."""
+    count = sums["count"]
     if count == 0:
         raise DataError("no training image could be decoded: nothing to prepare")
-    mean_image = sum(s["pixel_sum"] for s in summaries) / count
+    mean_image = sums["pixel_sum"] / count
     mean = mean_image.mean((1, 2))
-    covariance = sum(s["outer"] for s in summaries) / (count * RESIZE * RESIZE) - torch.outer(mean, mean)
+    covariance = sums["outer"] / (count * RESIZE * RESIZE) - torch.outer(mean, mean)
     eigval, eigvec = torch.linalg.eigh(covariance)
     order = eigval.argsort(descending=True)  # the paper's order: by size
     return {
@@ -188,14 +188,14 @@ def prepare(
         sum(len(s.samples) for s in shards), src, len(shards), workers, work,
         f" ({resumed} shards done before)" if resumed else "",
     )  # fmt: skip
-    summaries = _run(shards, workers)
+    summaries, sums = _run(shards, workers)
     bad = [entry for s in summaries.values() for entry in s["bad"]]
     for path, reason in bad:
         log.warning("skipped %s: it does not decode (%s)", path, reason)
     for split in SPLITS:
         rows = [summaries[s]["rows"] for s in shards if s.split == split]
         np.save(work / split / "index.npy", torch.cat(rows).numpy())
-    stats = statistics([summaries[s] for s in shards if s.split == "train"])
+    stats = statistics(sums)
     torch.save(stats, work / "stats.pt")
     for s in shards:
         s.summary.unlink()
@@ -217,11 +217,13 @@ def prepare(
     return dst
 
 
-def _run(shards: list[Shard], workers: int) -> dict[Shard, dict[str, Any]]:
+def _run(shards: list[Shard], workers: int) -> tuple[dict[Shard, dict[str, Any]], dict[str, Any]]:
+    """Each shard's summary (its index rows and bad files) and the training images' sums, added up as they come."""
     from tqdm import tqdm
 
     progress = tqdm(total=sum(len(s.samples) for s in shards), unit="img", smoothing=0.1)
     summaries = {}
+    sums = {"pixel_sum": torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64), "outer": 0, "count": 0}
     if workers == 1:
         results = map(prepare_shard, shards)
     else:
@@ -229,13 +231,18 @@ def _run(shards: list[Shard], workers: int) -> dict[Shard, dict[str, Any]]:
         results = pool.map(prepare_shard, shards)
     try:
         for shard, summary in zip(shards, results, strict=True):
+            pixel_sum, outer = summary.pop("pixel_sum"), summary.pop("outer")  # 1.5 MB a shard: not kept
+            if shard.split == "train":
+                sums["pixel_sum"] += pixel_sum
+                sums["outer"] += outer
+                sums["count"] += len(summary["rows"])
             summaries[shard] = summary
             progress.update(len(shard.samples))
     finally:
         progress.close()
         if workers != 1:
             pool.shutdown(cancel_futures=True)
-    return summaries
+    return summaries, sums
 
 
 def main(argv: list[str] | None = None) -> None:

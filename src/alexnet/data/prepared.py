@@ -38,8 +38,7 @@ class PreparedImages(Dataset):
         index = self.folder / "index.npy"
         if not index.is_file():
             raise DataError(f"{index} is missing: prepare the data set again (python -m alexnet.data.prepare)")
-        self.index = np.load(index)  # (images, 4): shard, offset, size, label
-        self.targets = self.index[:, 3].tolist()
+        self.index = np.load(index)  # (images, 4): shard, offset, size, label; one array, shared by forked workers
         self._shards: dict[int, mmap.mmap] = {}
 
     def __len__(self) -> int:
@@ -50,10 +49,11 @@ class PreparedImages(Dataset):
 
     def check_shards(self) -> None:
         """Every shard is there and long enough for its last image (a truncated copy fails here, not mid-epoch)."""
-        for number in np.unique(self.index[:, 0]):
-            rows = self.index[self.index[:, 0] == number]
-            end = int((rows[:, 1] + rows[:, 2]).max())
-            path = self.shard_path(int(number))
+        shards = self.index[:, 0]
+        ends = np.zeros(int(shards.max()) + 1 if len(shards) else 0, dtype=np.int64)
+        np.maximum.at(ends, shards, self.index[:, 1] + self.index[:, 2])  # each shard's last byte in use
+        for number in np.unique(shards):
+            path, end = self.shard_path(int(number)), int(ends[number])
             size = path.stat().st_size if path.is_file() else -1
             if size < end:
                 what = "is missing" if size < 0 else f"is truncated ({size} of at least {end} bytes)"
@@ -65,7 +65,7 @@ class PreparedImages(Dataset):
         if shard not in self._shards:
             with open(self.shard_path(shard), "rb") as file:
                 self._shards[shard] = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        return torch.frombuffer(bytearray(self._shards[shard][offset : offset + size]), dtype=torch.uint8)
+        return torch.from_numpy(np.frombuffer(self._shards[shard], np.uint8, count=size, offset=offset).copy())
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         data = self.jpeg(i)
