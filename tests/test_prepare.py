@@ -172,3 +172,6 @@ def test_train_from_prepared_data_reads_the_class_count_from_it(tmp_path):
     assert "Test on" in result.stdout + result.stderr
     (hparams,) = tmp_path.glob("logs/train/runs/*/**/hparams.yaml")  # the resolved config
     assert "num_classes: 4" in hparams.read_text()
+    evaluated = run_cli("eval.py", "ckpt_path=last", *overrides[:3], "trainer.limit_test_batches=1", cwd=tmp_path)
+    assert_ok(evaluated)
+    assert "per pixel (3, 256, 256)" in evaluated.stdout + evaluated.stderr  # the prepared data's mean image
