@@ -14,7 +14,7 @@ CHANCE = math.log(10)  # the demo data's ten classes
 
 
 def metrics(run: str) -> list[dict]:
-    files = sorted((out / "runs" / run).glob("csv/**/metrics.csv"))
+    files = sorted((out / "runs" / run).rglob("metrics.csv"))
     if not files:
         return []
     with open(files[-1]) as file:
@@ -55,6 +55,6 @@ if bench.is_file():
 print("| run | outcome |\n|---|---|")
 for run in ("paper_recipe", "paper_recipe_caffe_init", "prepared_200_steps"):
     rows = metrics(run)
-    rates = [float(r["train/samples_per_sec"]) for r in rows if r.get("train/samples_per_sec")]
+    rates = [float(r["train/device/samples_per_sec"]) for r in rows if r.get("train/device/samples_per_sec")]
     speed = f"; {rates[-1]:,.0f} img/s" if rates else ""
     print(f"| {run} | {take_off(rows) if rows else 'no metrics'}{speed} |")

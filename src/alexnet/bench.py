@@ -163,6 +163,7 @@ def loop_rate(workers: int, steps: int, workdir: Path, extra: list[str]) -> Row:
         "logger=csv", f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "test=false",
         f"data.num_workers={workers}", "trainer.log_every_n_steps=5", "callbacks.throughput.window_size=10",
         "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null", "callbacks.conv1_filters=null",
+        "+trainer.enable_checkpointing=false",
         *extra,
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled"}
@@ -172,11 +173,15 @@ def loop_rate(workers: int, steps: int, workdir: Path, extra: list[str]) -> Row:
     )
     if result.returncode:
         return {"img_per_s": float("nan"), "error": result.stderr[-500:]}
-    (metrics,) = sorted(workdir.glob("logs/train/runs/*/csv/**/metrics.csv"), key=os.path.getmtime)[-1:]
+    (metrics,) = sorted(workdir.glob("logs/train/runs/*/metrics.csv"), key=os.path.getmtime)[-1:]
     import csv
 
     with open(metrics) as file:
-        rates = [float(r["train/samples_per_sec"]) for r in csv.DictReader(file) if r.get("train/samples_per_sec")]
+        rates = [
+            float(r["train/device/samples_per_sec"])
+            for r in csv.DictReader(file)
+            if r.get("train/device/samples_per_sec")
+        ]
     return {"img_per_s": rates[-1], "run_s": time.perf_counter() - start}
 
 
@@ -188,11 +193,10 @@ def bench_loop(device: str, steps: int, workers: list[int], batch: int) -> list[
     _print_row(rows[-1])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        data = ROOT / "data" / "shapes"
-        if data.is_dir():  # the demo data, once generated, is reused
-            (workdir / "data").mkdir()
-            (workdir / "data" / "shapes").symlink_to(data)
-        extra = [f"data.batch_size={batch}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}"]
+        extra = [
+            f"data.batch_size={batch}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+            f"paths.data_dir={ROOT / 'data'}",  # the demo data is generated there once, as by python train.py
+        ]  # fmt: skip
         for count in workers:
             result = loop_rate(count, steps, workdir, extra)
             row = {"section": "loop", "loop": "python train.py (paper net, LRN, demo data)", "batch": batch}
