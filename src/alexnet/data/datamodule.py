@@ -59,7 +59,7 @@ def synset_words(root: str | Path) -> dict[str, str] | None:
 
 def collate(samples: list[tuple[dict[str, Any], int]]) -> tuple[dict[str, Any], Any]:
     """Stack the workers' samples; JPEG bytes (of different lengths) stay a list, decoded on the device."""
-    if "jpeg" not in samples[0][0]:
+    if not isinstance(samples[0][0], dict) or "jpeg" not in samples[0][0]:
         return default_collate(samples)
     jpegs = [inputs.pop("jpeg") for inputs, _ in samples]
     inputs, labels = default_collate(samples)
