@@ -67,12 +67,13 @@ def test_each_ablation_reaches_the_model():
         assert cfg["optimizer"]["_target_"] == "torch.optim.Adam" and cfg["data"]["batch_size"] == 32, name
 
 
-@pytest.mark.parametrize("choice", ["experiment=paper", "data=imagenet"])
+@pytest.mark.parametrize("choice", ["experiment=paper", "data=imagenet", "data=prepared"])
 def test_paper_recipe_with_experiment_paper_or_on_imagenet(choice):
     """The demo's CPU recipe stays with the demo data: both of these get the paper's §5 recipe."""
     cfg = _compose(choice)
     assert cfg["optimizer"] == {
         "_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
+        "fused": True,
     }  # fmt: skip
     assert cfg["model"]["init"] == "paper" and cfg["model"]["towers"] == 2 and cfg["model"]["lrn"] is True
     assert cfg["data"]["batch_size"] == 128 and cfg["data"]["input_scale"] == 255.0
