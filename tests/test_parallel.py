@@ -114,7 +114,9 @@ def test_ddp_trains_like_one_process_on_the_combined_batch_and_moves_the_gradien
     ddp = parallel_run(
         tmp_path / "ddp", *("--batch", "4", "--images", "16", "--strategy", "ddp", "--count-bytes"), processes=2
     )
-    torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-5, atol=0)
+    # 3e-5 apart by step 3: the LRN's C kernel rounds a pixel in a vector lane or in the tail of
+    # its tile, which depends on the batch; a wrong all-reduce is off by far more.
+    torch.testing.assert_close(torch.tensor(ddp), torch.tensor(single), rtol=1e-4, atol=0)
     assert_same_first_gradient(tmp_path / "ddp/step_1.ckpt", tmp_path / "single/step_1.ckpt")
     assert_same_updates(tmp_path / "ddp/step_3.ckpt", tmp_path / "single/step_3.ckpt", tmp_path / "single/step_1.ckpt")
     counted = json.loads((tmp_path / "ddp/comm.json").read_text())["payload"]

@@ -71,19 +71,30 @@ class ThroughputMonitor(callbacks.ThroughputMonitor):
     """Lightning's images/s, FLOP/s and MFU, measured over the steps between two logging steps.
 
     Lightning's own waits for the GPU after every batch to time it; this one counts every
-    batch's images but waits and takes the time only on the steps that are logged anyway.
+    batch's images and FLOPs but waits and takes the time only on the steps that are logged anyway.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unlogged_flops = 0  # of the training batches since the last update
 
     @rank_zero_only
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
-        if trainer._logger_connector.should_update_logs:  # the test Lightning's monitor logs by
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+        flops = getattr(pl_module, "flops_per_batch", None)
+        if not trainer._logger_connector.should_update_logs:  # the test Lightning's monitor logs by
+            stage = trainer.state.stage
+            self._samples[stage] += self.batch_size_fn(batch)
+            self._batches[stage] += 1
+            self._unlogged_flops += flops or 0
             return
-        stage = trainer.state.stage
-        self._samples[stage] += self.batch_size_fn(batch)
-        self._batches[stage] += 1
+        if flops is not None:  # Throughput takes the FLOPs done since its last update
+            pl_module.flops_per_batch = flops + self._unlogged_flops
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+        finally:
+            pl_module.flops_per_batch, self._unlogged_flops = flops, 0
 
 
 class LineProgressBar(ProgressBar):

@@ -7,6 +7,7 @@ averaged over four corners, centre and their reflections) in one pass.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -197,7 +198,11 @@ class AlexNetModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:
             raise RuntimeError("AlexNetModule was built without an optimizer: it can evaluate, not train")
-        optimizer = self.optimizer_factory(self.parameters())
+        factory = self.optimizer_factory
+        if self.device_mesh is not None and getattr(factory, "keywords", {}).get("fused"):
+            # Towers' parameters are DTensors, and DTensor has no rule for fused SGD's kernel.
+            factory = functools.partial(factory, fused=None)
+        optimizer = factory(self.parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = {"scheduler": self.scheduler_factory(optimizer), "monitor": self.monitor, "interval": "epoch"}

@@ -171,6 +171,9 @@ def prepare(
     if not 1 <= quality <= 100:
         raise ValueError(f"--quality {quality} is not a JPEG quality; use 1-100 (95: cuda-convnet2's)")
     work = dst.with_name(dst.name + ".partial")
+    if (work / MANIFEST).is_file():  # stopped between writing its manifest and the rename
+        work.rename(dst)
+        return dst
     splits = {split: _source_split(src, split) for split in SPLITS}
     if splits["train"].classes != splits["val"].classes:
         raise DataError(f"train/ and val/ under {src} have different class folders; both need the same")
@@ -197,8 +200,6 @@ def prepare(
         np.save(work / split / "index.npy", torch.cat(rows).numpy())
     stats = statistics(sums)
     torch.save(stats, work / "stats.pt")
-    for s in shards:
-        s.summary.unlink()
     classes = splits["train"].classes
     words = synset_words(src) or {}
     manifest = {
@@ -212,8 +213,12 @@ def prepare(
         "shards": {split: sum(s.split == split for s in shards) for split in SPLITS},
         "bad_images": [list(entry) for entry in bad],
     }
-    (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    unfinished = work / (MANIFEST + ".partial")
+    unfinished.write_text(json.dumps(manifest, indent=1) + "\n")
+    unfinished.rename(work / MANIFEST)
     work.rename(dst)
+    for s in shards:  # only now: until the rename, a rerun resumes from them
+        dst.joinpath(s.summary.relative_to(work)).unlink()
     return dst
 
 

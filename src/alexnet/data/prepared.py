@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mmap
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from alexnet.data.images import DataError
 from alexnet.data.transforms import RESIZE
 
 MANIFEST = "prepared.json"
+OPEN_SHARDS = 64  # per worker process, well below the usual limit of 1024 open files
 FORMAT = "alexnet-prepared/1"
 # Stands in for an image that the device will decode: the crop needs only its size.
 _UNDECODED = torch.empty(3, RESIZE, RESIZE, dtype=torch.uint8, device="meta")
@@ -39,7 +41,7 @@ class PreparedImages(Dataset):
         if not index.is_file():
             raise DataError(f"{index} is missing: prepare the data set again (python -m alexnet.data.prepare)")
         self.index = np.load(index)  # (images, 4): shard, offset, size, label; one array, shared by forked workers
-        self._shards: dict[int, mmap.mmap] = {}
+        self._shards: OrderedDict[int, mmap.mmap] = OrderedDict()  # the most recently read, open
 
     def __len__(self) -> int:
         return len(self.index)
@@ -63,8 +65,11 @@ class PreparedImages(Dataset):
         """Image ``i``'s JPEG bytes as a uint8 tensor."""
         shard, offset, size, _ = (int(v) for v in self.index[i])
         if shard not in self._shards:
+            if len(self._shards) >= OPEN_SHARDS:  # each map holds a file descriptor; ImageNet has 1282 shards
+                self._shards.popitem(last=False)[1].close()
             with open(self.shard_path(shard), "rb") as file:
                 self._shards[shard] = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._shards.move_to_end(shard)
         return torch.from_numpy(np.frombuffer(self._shards[shard], np.uint8, count=size, offset=offset).copy())
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
@@ -78,7 +83,7 @@ class PreparedImages(Dataset):
         return (self.transform(image) if self.transform else image), label
 
     def __getstate__(self) -> dict[str, Any]:  # memory maps stay in the process that opened them
-        return {**self.__dict__, "_shards": {}}
+        return {**self.__dict__, "_shards": OrderedDict()}
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
