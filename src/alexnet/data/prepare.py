@@ -50,6 +50,7 @@ from torchvision.transforms import v2
 from alexnet.data.datamodule import synset_words
 from alexnet.data.images import DataError, load_rgb
 from alexnet.data.prepared import FORMAT, MANIFEST, read_manifest
+from alexnet.data.stats import RGBSums
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ def prepare_shard(shard: Shard) -> dict[str, Any]:
     torch.set_num_threads(1)  # one shard per core
     to_256 = v2.Compose(resize_and_centre_crop())
     rows, bad = [], []
-    pixel_sum = torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64)
-    outer = torch.zeros(3, 3, dtype=torch.float64)
+    sums = RGBSums()
     unfinished = shard.tar.with_suffix(".tar.partial")
     with tarfile.open(unfinished, "w", format=tarfile.USTAR_FORMAT) as tar:
         for position, (path, label) in enumerate(shard.samples):
@@ -115,40 +115,17 @@ def prepare_shard(shard: Shard) -> dict[str, Any]:
             label_member.size = len(text := str(label).encode())
             tar.addfile(label_member, io.BytesIO(text))
             if shard.split == "train":
-                x = image.to(torch.float64) / 255.0
-                pixel_sum += x
-                flat = x.reshape(3, -1)
-                outer += flat @ flat.T
+                sums.add(image[None])
     unfinished.rename(shard.tar)
     summary = {
         "sources": [p for p, _ in shard.samples],
         "rows": torch.tensor(rows, dtype=torch.int64).view(-1, 4),
         "bad": bad,
-        "pixel_sum": pixel_sum,
-        "outer": outer,
+        "sums": sums.state_dict(),
     }
     torch.save(summary, shard.summary.with_suffix(".pt.partial"))
     shard.summary.with_suffix(".pt.partial").rename(shard.summary)
     return summary
-
-
-def statistics(sums: dict[str, Any]) -> dict[str, torch.Tensor | int]:
-    """alexnet.data.stats's statistics, from the sums over all training images at scale [0, 1]."""
-    count = sums["count"]
-    if count == 0:
-        raise DataError("no training image could be decoded: nothing to prepare")
-    mean_image = sums["pixel_sum"] / count
-    mean = mean_image.mean((1, 2))
-    covariance = sums["outer"] / (count * RESIZE * RESIZE) - torch.outer(mean, mean)
-    eigval, eigvec = torch.linalg.eigh(covariance)
-    order = eigval.argsort(descending=True)  # the paper's order: by size
-    return {
-        "mean": mean.float(),
-        "mean_image": mean_image.float(),
-        "eigval": eigval[order].float(),
-        "eigvec": eigvec[:, order].float(),  # columns are the eigenvectors
-        "num_images": count,
-    }
 
 
 def _source_split(src: Path, split: str) -> datasets.ImageFolder:
@@ -198,7 +175,9 @@ def prepare(
     for split in SPLITS:
         rows = [summaries[s]["rows"] for s in shards if s.split == split]
         np.save(work / split / "index.npy", torch.cat(rows).numpy())
-    stats = statistics(sums)
+    if sums.count == 0:
+        raise DataError("no training image could be decoded: nothing to prepare")
+    stats = sums.statistics()
     torch.save(stats, work / "stats.pt")
     classes = splits["train"].classes
     words = synset_words(src) or {}
@@ -222,13 +201,13 @@ def prepare(
     return dst
 
 
-def _run(shards: list[Shard], workers: int) -> tuple[dict[Shard, dict[str, Any]], dict[str, Any]]:
+def _run(shards: list[Shard], workers: int) -> tuple[dict[Shard, dict[str, Any]], RGBSums]:
     """Each shard's summary (its index rows and bad files) and the training images' sums, added up as they come."""
     from tqdm import tqdm
 
     progress = tqdm(total=sum(len(s.samples) for s in shards), unit="img", smoothing=0.1)
     summaries = {}
-    sums = {"pixel_sum": torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64), "outer": 0, "count": 0}
+    sums = RGBSums()
     if workers == 1:
         results = map(prepare_shard, shards)
     else:
@@ -236,11 +215,9 @@ def _run(shards: list[Shard], workers: int) -> tuple[dict[Shard, dict[str, Any]]
         results = pool.map(prepare_shard, shards)
     try:
         for shard, summary in zip(shards, results, strict=True):
-            pixel_sum, outer = summary.pop("pixel_sum"), summary.pop("outer")  # 1.5 MB a shard: not kept
+            shard_sums = summary.pop("sums")  # 1.5 MB a shard: added up, not kept
             if shard.split == "train":
-                sums["pixel_sum"] += pixel_sum
-                sums["outer"] += outer
-                sums["count"] += len(summary["rows"])
+                sums += RGBSums.from_state_dict(shard_sums)
             summaries[shard] = summary
             progress.update(len(shard.samples))
     finally:

@@ -34,30 +34,62 @@ def compute_stats(
         step = len(dataset) / max_images
         dataset = Subset(dataset, [int(i * step) for i in range(max_images)])
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    pixel_sum = torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64)
-    outer = torch.zeros(3, 3, dtype=torch.float64)
-    count = 0
+    sums = RGBSums()
     for images, _ in loader:
-        x = images.to(torch.float64) / 255.0
-        pixel_sum += x.sum(0)
-        flat = x.permute(1, 0, 2, 3).reshape(3, -1)
-        outer += flat @ flat.T
-        count += x.shape[0]
-    if count == 0:
+        sums.add(images)
+    if sums.count == 0:
         raise ValueError(f"no training images under {Path(root) / 'train'}")
-    mean_image = pixel_sum / count
-    mean = mean_image.mean((1, 2))
-    pixels = count * RESIZE * RESIZE
-    covariance = outer / pixels - torch.outer(mean, mean)
-    eigval, eigvec = torch.linalg.eigh(covariance)  # ascending; the paper's order is by size
-    order = eigval.argsort(descending=True)
-    return {
-        "mean": mean.float(),
-        "mean_image": mean_image.float(),
-        "eigval": eigval[order].float(),
-        "eigvec": eigvec[:, order].float(),  # columns are the eigenvectors
-        "num_images": count,
-    }
+    return sums.statistics()
+
+
+class RGBSums:
+    """Running float64 sums over uint8 (N, 3, 256, 256) images at scale [0, 1], from which the statistics follow.
+
+    Sums, not means, so that parts (batches here, shards in :mod:`alexnet.data.prepare`) add up exactly.
+    """
+
+    def __init__(self) -> None:
+        self.pixel_sum = torch.zeros(3, RESIZE, RESIZE, dtype=torch.float64)
+        self.outer = torch.zeros(3, 3, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        x = images.to(torch.float64) / 255.0
+        self.pixel_sum += x.sum(0)
+        flat = x.transpose(0, 1).reshape(3, -1)  # (3, all pixels)
+        self.outer += flat @ flat.T
+        self.count += x.shape[0]
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """Tensors and an int: a file that ``torch.load(..., weights_only=True)`` reads back."""
+        return {"pixel_sum": self.pixel_sum, "outer": self.outer, "count": self.count}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor | int]) -> RGBSums:
+        sums = cls()
+        sums.pixel_sum, sums.outer, sums.count = state["pixel_sum"], state["outer"], state["count"]
+        return sums
+
+    def __iadd__(self, other: RGBSums) -> RGBSums:
+        self.pixel_sum += other.pixel_sum
+        self.outer += other.outer
+        self.count += other.count
+        return self
+
+    def statistics(self) -> dict[str, torch.Tensor | int]:
+        """The mean (channel and pixel) and the eigen-decomposition of the RGB covariance over all pixels."""
+        mean_image = self.pixel_sum / self.count
+        mean = mean_image.mean((1, 2))
+        covariance = self.outer / (self.count * RESIZE * RESIZE) - torch.outer(mean, mean)
+        eigval, eigvec = torch.linalg.eigh(covariance)  # ascending; the paper's order is by size
+        order = eigval.argsort(descending=True)
+        return {
+            "mean": mean.float(),
+            "mean_image": mean_image.float(),
+            "eigval": eigval[order].float(),
+            "eigvec": eigvec[:, order].float(),  # columns are the eigenvectors
+            "num_images": self.count,
+        }
 
 
 def load_stats(path: str | Path) -> dict[str, torch.Tensor | int]:
