@@ -31,7 +31,6 @@ IMAGENET_EIGVEC = (
 )
 CROP = 227  # the paper's "224" cannot give conv1 a 55x55 output; 227 does
 RESIZE = 256
-CENTRE_OFFSET = (RESIZE - CROP) // 2  # where CenterCrop(227) starts in a 256x256 image
 
 
 def resize_and_centre_crop(size: int = RESIZE) -> list[nn.Module]:
