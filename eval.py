@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from alexnet.errors import run_main
 from alexnet.evaluate import evaluate
 
 
@@ -12,4 +13,4 @@ def main(cfg: DictConfig) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)  # a user error (bad data, setting, checkpoint) as one line, exit 2

@@ -1,5 +1,11 @@
 """The checkpoint contract: what a run's checkpoint holds, rebuilding its net without Hydra, older checkpoints."""
 
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -9,6 +15,7 @@ import torch
 
 from alexnet.checkpoint import find_last, load_model, read_info, resolve_ckpt_path
 from alexnet.data import ImageFolderDataModule
+from alexnet.errors import CheckpointError
 from alexnet.model import AlexNet
 from alexnet.module import AlexNetModule
 
@@ -87,7 +94,7 @@ def test_a_checkpoint_from_before_the_entries_loads_from_its_config(trained, tmp
     # Not train.py's: said so, with what to pass instead.
     checkpoint["hyper_parameters"]["config"]["model"]["_target_"] = "torchvision.models.alexnet"
     torch.save(checkpoint, old)
-    with pytest.raises(ValueError, match=r"not written by train.py.*logs/train"):
+    with pytest.raises(CheckpointError, match=r"not written by train.py.*logs/train"):
         load_model(old)
 
 
@@ -98,10 +105,54 @@ def test_last_is_the_newest_of_the_same_net_and_another_net_is_refused(trained):
     assert find_last(log_dir) == path == find_last(log_dir, same)
     assert resolve_ckpt_path("last", log_dir, same) == str(path)
     other = {**same, "lrn": False}  # an ablation: the same shapes, another function
-    with pytest.raises(FileNotFoundError, match=r"no last\.ckpt of this model"):
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint of this model"):
         resolve_ckpt_path("last", log_dir, other)
-    with pytest.raises(ValueError, match=r"holds another model \(model.lrn: True -> False\)"):
+    with pytest.raises(CheckpointError, match=r"holds another model \(model.lrn: True -> False\)"):
         resolve_ckpt_path(str(path), log_dir, other)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         resolve_ckpt_path(str(Path(log_dir) / "nothing.ckpt"), log_dir)
     assert resolve_ckpt_path(None, log_dir) is None
+
+
+KILLED_WHILE_WRITING = """
+import resource, signal, sys, torch
+from alexnet.checkpoint import AtomicCheckpointIO
+
+path, atomic = sys.argv[1], sys.argv[2] == "atomic"
+save = AtomicCheckpointIO().save_checkpoint if atomic else torch.save  # torch.save: straight into place
+save({"version": 1, "weights": torch.zeros(1_000_000)}, path)  # 4 MB
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; the kernel's default kills the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))  # killed after the first MB of a file
+save({"version": 2, "weights": torch.ones(1_000_000)}, path)
+"""
+
+
+@pytest.mark.parametrize("writer", ["atomic", "in place"])
+def test_a_kill_in_the_middle_of_a_checkpoint_write_leaves_the_old_file_whole(tmp_path, writer):
+    """Lightning's own writer goes through a file in /tmp and a move: a copy, not a rename, when
+    /tmp is another file system (and 0.7 GB there, and in memory); this one writes beside the target."""
+    path = tmp_path / "last.ckpt"
+    run = subprocess.run([sys.executable, "-c", KILLED_WHILE_WRITING, str(path), writer], capture_output=True)
+    assert run.returncode == -signal.SIGXFSZ, run.stderr.decode()[-2000:]  # killed by the kernel, mid-write
+    if writer == "atomic":
+        assert torch.load(path, weights_only=True)["version"] == 1
+        assert (tmp_path / ".last.ckpt.partial").stat().st_size == 1_000_000  # the write it was killed in
+    else:  # what a write into place leaves, and the message it gets here
+        assert path.stat().st_size == 1_000_000
+        with pytest.raises(CheckpointError, match=r"last\.ckpt is truncated or not a checkpoint"):
+            read_info(path)
+
+
+def test_last_passes_over_a_truncated_checkpoint_to_the_newest_readable_one(trained, tmp_path, caplog):
+    path, _, _ = trained
+    good, cut = (tmp_path / f"train/runs/{run}/checkpoints/last.ckpt" for run in ("a", "b"))
+    for copy in (good, cut):
+        copy.parent.mkdir(parents=True)
+        shutil.copy(path, copy)
+    os.utime(good, (1, 1))  # the older of the two
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a copy cut short
+    with caplog.at_level(logging.WARNING, logger="alexnet.checkpoint"):
+        assert find_last(tmp_path, AlexNet(**MODEL).model_kwargs) == good
+    assert f"Passing over {cut} is truncated" in caplog.text
+    with pytest.raises(CheckpointError, match="is truncated or not a checkpoint"):
+        resolve_ckpt_path(str(cut), tmp_path, AlexNet(**MODEL).model_kwargs)

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from alexnet.checkpoint import load_model
 from alexnet.data import ShapesDataModule
+from alexnet.errors import ConfigError
 from alexnet.module import AlexNetModule
 
 # Two CPU processes, fp32 (bf16 would blur the agreement checks), a few steps.
@@ -197,7 +198,7 @@ def test_a_finished_run_folder_is_not_reused(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     check_run_folder(tmp_path)  # fresh: fine
     (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="new --rdzv-id"):
+    with pytest.raises(ConfigError, match="new --rdzv-id"):
         check_run_folder(tmp_path)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued SLURM job resumes in its own folder
     check_run_folder(tmp_path)
@@ -227,7 +228,7 @@ def test_which_sweeps_of_distributed_runs_are_refused(monkeypatch, launcher, ext
     if error is None:
         launch.check_launch(_fake_trainer(2, external))
     else:
-        with pytest.raises(RuntimeError, match=error):
+        with pytest.raises(ConfigError, match=error):
             launch.check_launch(_fake_trainer(2, external))
     launch.check_launch(_fake_trainer(1, external))  # one process: nothing to refuse
 

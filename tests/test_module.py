@@ -5,6 +5,7 @@ import functools
 import pytest
 import torch
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.module import CENTRE, AlexNetModule, TopKError
 
@@ -28,6 +29,29 @@ def test_top_k_error_is_one_minus_accuracy():
     assert top1(logits, labels).item() == pytest.approx(0.5)  # rows 1 and 3 wrong
     assert top2(logits, labels).item() == pytest.approx(0.0)  # every label in the top two
     assert TopKError(3, 5).top_k == 3  # k clipped to the number of classes
+
+
+def test_top_k_error_equals_torchmetrics_on_finite_logits():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(200, 10), torch.randint(0, 10, (200,))
+    for k in (1, 5):
+        accuracy = MulticlassAccuracy(10, top_k=k, average="micro")(logits, labels)
+        assert TopKError(10, k)(logits, labels).item() == pytest.approx(1 - accuracy.item())
+        per_class = MulticlassAccuracy(10, top_k=k, average="none")(logits, labels)
+        assert TopKError(10, k, average="none")(logits, labels).tolist() == pytest.approx((1 - per_class).tolist())
+
+
+def test_non_finite_logits_are_wrong():
+    """A diverged model scores 100% error, whatever its NaNs would rank (torchmetrics: argmax of NaN is class 0)."""
+    labels = torch.tensor([0, 1, 2, 0])
+    nan = torch.full((4, 3), float("nan"))
+    for k in (1, 2, 3):  # k = 3 = all classes: any finite logits are right
+        assert TopKError(3, k)(nan, labels).item() == 1.0
+    logits = torch.tensor([[9.0, 0, 0], [0, float("inf"), 0], [0, 0, 9.0], [9.0, float("-inf"), 0]])
+    errors = TopKError(3, 1, average="none")
+    errors.update(logits, labels)
+    assert errors.compute().tolist() == [0.5, 1.0, 0.0]  # one inf in a row is enough
+    assert MulticlassAccuracy(3, top_k=1, average="micro")(nan, labels).item() == 0.5  # what this metric replaced
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # test_step called without a Trainer

@@ -1,7 +1,8 @@
-"""Callbacks the stock Lightning set lacks: Figure 3's conv1 filters, and a progress bar for batch jobs."""
+"""Callbacks the stock Lightning set lacks: Figure 3's conv1 filters, a stop at divergence, and a progress bar for batch jobs."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,10 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.distributed.tensor import DTensor
 from torchvision.utils import make_grid, save_image
+
+from alexnet.errors import TrainingDiverged
+
+log = logging.getLogger(__name__)
 
 
 def images_in_batch(batch: tuple[torch.Tensor, ...]) -> int:
@@ -95,6 +100,86 @@ class ThroughputMonitor(callbacks.ThroughputMonitor):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
         finally:
             pl_module.flops_per_batch, self._unlogged_flops = flops, 0
+
+
+class StopOnDivergence(L.Callback):
+    """Ends training at the first NaN or infinite loss, before a diverged model is checkpointed or scored.
+
+    Every step's loss is tested on the device, without waiting for it; the host reads the verdict,
+    agreed over all processes, where it waits anyway: on logging steps (``log_every_n_steps``),
+    before validation, before any checkpoint is written and when training ends. So a run stops
+    within ``log_every_n_steps`` steps of diverging, its last checkpoint holds the last good
+    weights, and it fails with :class:`~alexnet.errors.TrainingDiverged` naming the step and the lr.
+
+    ``loss_growth``: also warn when a logged loss exceeds this many times the running mean of
+    the logged losses before it (None: never), the usual first sign of too high a learning rate.
+    """
+
+    def __init__(self, loss_growth: float | None = 10.0) -> None:
+        self.loss_growth = loss_growth
+        self._first_bad_step: torch.Tensor | None = None  # on the device; -1 while every loss is finite
+        self._bad_loss: torch.Tensor | None = None
+        self._mean_loss: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad_step = torch.tensor(-1, device=pl_module.device)
+        self._bad_loss = torch.tensor(0.0, device=pl_module.device)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        loss = outputs["loss"].detach().float() if isinstance(outputs, dict) else outputs.detach().float()
+        bad = ~loss.isfinite() & (self._first_bad_step < 0)  # the first one only
+        self._first_bad_step = torch.where(bad, trainer.global_step, self._first_bad_step)
+        self._bad_loss = torch.where(bad, loss, self._bad_loss)
+        if trainer._logger_connector.should_update_logs:  # the host reads the logged metrics now anyway
+            self.check(trainer)
+            self._watch_growth(trainer, loss.item())
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise :class:`TrainingDiverged` if any process has seen a non-finite loss (every process must call it)."""
+        if self._first_bad_step is None:
+            return
+        diverged = trainer.strategy.reduce_boolean_decision(bool(self._first_bad_step >= 0), all=False)
+        if not diverged:
+            return
+        step = int(self._first_bad_step)  # -1 on a process whose losses were finite
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        what = (
+            f"the loss became {float(self._bad_loss)} at step {step}"
+            if step >= 0
+            else "another process's loss became NaN or infinite"
+        )
+        raise TrainingDiverged(
+            f"training diverged: {what} (epoch {trainer.current_epoch}, optimizer lr {lr:g}); stopped, and no "
+            f"checkpoint after it was written. Lower optimizer.lr (e.g. {lr / 10:g}), then start again or resume "
+            "the last good checkpoint with ckpt_path=<its last.ckpt>"
+        )
+
+    @rank_zero_only
+    def _watch_growth(self, trainer: L.Trainer, loss: float) -> None:
+        if self.loss_growth is None:
+            return
+        if self._mean_loss is not None and loss > self.loss_growth * self._mean_loss:
+            log.warning(
+                "the loss (%.4g at step %d) is over %gx its running mean (%.4g): the run may be diverging; "
+                "if it keeps growing, lower optimizer.lr",
+                loss,
+                trainer.global_step,
+                self.loss_growth,
+                self._mean_loss,
+            )
+        self._mean_loss = loss if self._mean_loss is None else 0.9 * self._mean_loss + 0.1 * loss
 
 
 class LineProgressBar(ProgressBar):

@@ -16,23 +16,71 @@ optimizer, loops and callbacks) plus these entries, written by
 
 Checkpoints written before the first three entries existed carry the config alone;
 they load the same way, with the entries derived from it.
+
+Every checkpoint is written by :class:`AtomicCheckpointIO` (``trainer.plugins``): a process
+killed while writing leaves the previous file whole, never a truncated one. A file that is
+truncated anyway (a copy cut short) is named in a :class:`~alexnet.errors.CheckpointError`,
+and ``ckpt_path=last`` passes over it to the newest readable checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from alexnet.data.stats import load_stats
 from alexnet.data.transforms import IMAGENET_MEAN, SubtractMean
+from alexnet.errors import CheckpointError
 from alexnet.model import AlexNet
 
 log = logging.getLogger(__name__)
 MODEL_TARGET = "alexnet.model.AlexNet"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a temporary file beside the target, fsync, then a rename.
+
+    Lightning writes a checkpoint straight into place, so a kill (SIGKILL, a preempted node, a full
+    disk) during the seconds it takes to write 0.7 GB leaves a truncated ``last.ckpt``, and the run
+    cannot resume. Here the old file stays whole until the new one is complete on disk.
+    Remote paths (``s3://...``) keep Lightning's own writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a power cut
+        finally:
+            os.close(folder)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A checkpoint's dict, memory-mapped; a truncated or foreign file is a :class:`CheckpointError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise CheckpointError(f"{path} does not exist") from error
+        raise CheckpointError(
+            f"{path} is truncated or not a checkpoint ({str(error).splitlines()[0]}); pass another one "
+            "(ckpt_path=last takes the newest readable one)"
+        ) from error
 
 
 def run_entries(
@@ -71,7 +119,7 @@ def _model_kwargs(checkpoint: dict[str, Any], config: dict[str, Any], path: Path
     model = dict(config.get("model") or {})  # older checkpoints: the model's Hydra config
     target = model.pop("_target_", None)
     if target != MODEL_TARGET:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} was not written by train.py for alexnet.model.AlexNet (it stores no model arguments); "
             "pass a checkpoint from logs/train/.../checkpoints"
         )
@@ -97,7 +145,7 @@ def _normalization(checkpoint: dict[str, Any], config: dict[str, Any]) -> Subtra
 def read_info(path: str | Path) -> CheckpointInfo:
     """The run entries of a checkpoint, read without its weights (memory-mapped: cheap even at 0.7 GB)."""
     path = Path(path)
-    return _info(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
+    return _info(_load(path), path)
 
 
 def _info(checkpoint: dict[str, Any], path: Path) -> CheckpointInfo:
@@ -117,7 +165,7 @@ def _info(checkpoint: dict[str, Any], path: Path) -> CheckpointInfo:
 def load_model(path: str | Path) -> tuple[AlexNet, CheckpointInfo]:
     """The trained net of a checkpoint, in eval mode on the CPU, and what the checkpoint says about its run."""
     path = Path(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = _load(path)
     info = _info(checkpoint, path)
     model = AlexNet(**info.model_kwargs)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
@@ -133,26 +181,38 @@ def model_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def stored_model_kwargs(path: str | Path) -> dict[str, Any]:
     """The net's arguments alone (no normalization, no stats file read), memory-mapped."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = _load(Path(path))
     return _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), Path(path))
 
 
-def _same_net(path: Path, model_kwargs: dict[str, Any]) -> bool:
-    try:
-        return not model_changes(stored_model_kwargs(path), model_kwargs)
-    except ValueError:  # not a checkpoint of an AlexNet run: not a candidate
-        return False
+RUN_CHECKPOINTS = ("checkpoints/*.ckpt", "hpc_ckpt_*.ckpt")  # in a run's folder: ours, and Lightning's SLURM requeue's
 
 
-def find_last(log_dir: str | Path, model_kwargs: dict[str, Any] | None = None) -> Path:
-    """The newest ``last.ckpt`` of a train.py run under ``log_dir`` (of the same net, given ``model_kwargs``)."""
-    found = sorted(Path(log_dir).glob("train/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if model_kwargs is not None:
-        found = [p for p in found if _same_net(p, model_kwargs)]
-    if not found:
-        which = " of this model (same model.* settings)" if model_kwargs is not None else ""
-        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt{which} under {log_dir}/train; nothing to resume")
-    return found[-1]
+def find_last(
+    log_dir: str | Path, model_kwargs: dict[str, Any] | None = None, patterns: tuple[str, ...] | None = None
+) -> Path:
+    """The newest readable checkpoint of a train.py run under ``log_dir`` (of the same net, given ``model_kwargs``).
+
+    Normally the newest ``last.ckpt``. A truncated or unreadable file is passed over with a warning,
+    for the next newest one: another ``last.ckpt``, or a best-so-far checkpoint beside it.
+    ``patterns``: where to look under ``log_dir`` (default: every run's folder under ``train/``).
+    """
+    patterns = patterns or tuple(f"train/**/{pattern}" for pattern in RUN_CHECKPOINTS)
+    found = {path for pattern in patterns for path in Path(log_dir).glob(pattern)}
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            checkpoint = _load(path)
+        except CheckpointError as error:
+            log.warning("Passing over %s", error)
+            continue
+        try:
+            stored = _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), path)
+        except CheckpointError:  # not a checkpoint of an AlexNet run
+            continue
+        if model_kwargs is None or not model_changes(stored, model_kwargs):
+            return path
+    which = " of this model (same model.* settings)" if model_kwargs is not None else ""
+    raise CheckpointError(f"ckpt_path=last: no readable checkpoint{which} under {log_dir}; nothing to resume")
 
 
 def resolve_ckpt_path(
@@ -172,11 +232,11 @@ def resolve_ckpt_path(
         return str(path)
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
     if model_kwargs is not None:
         changes = model_changes(stored_model_kwargs(path), model_kwargs)
         if changes:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} holds another model ({', '.join(changes)}); resume it with the settings it was trained with"
             )
     log.info("Using checkpoint %s", path)

@@ -8,10 +8,12 @@ a submitit worker, which unpickles the job without running train.py, has them to
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
 - ``${rank_suffix:}``: ``_rank<N>`` in the log file names of ranks other than 0 under torchrun or srun.
 - ``${num_classes_in:${data.root}}``: the class count of the data there (prepared or ImageFolder).
+- ``${job_folder:${hydra.job.override_dirname}}``: a multirun job's folder, named after its overrides.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime
 from typing import Any
@@ -52,12 +54,25 @@ def rank_suffix() -> str:
     return "" if rank == "0" else f"_rank{rank}"
 
 
+def job_folder(override_dirname: str) -> str:
+    """A multirun job's folder: its overrides (``experiment=ablate_lrn,seed=1``), not its number.
+
+    The same job lands in the same folder whatever the order of the sweep, so a sweep run
+    again into its folder finds each job's results and checkpoints (:func:`alexnet.train.train`).
+    """
+    name = override_dirname.replace("/", "_") or "default"
+    if len(name) > 150:  # file names stop at 255 bytes
+        name = f"{name[:130]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+    return name
+
+
 def register_resolvers() -> None:
     """Make the resolvers of the module doc known to OmegaConf (again: it is idempotent)."""
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
     OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
     OmegaConf.register_new_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
 
 
 register_resolvers()

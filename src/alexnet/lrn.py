@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from alexnet import lrn_cpu
+from alexnet.errors import ConfigError
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -258,14 +259,14 @@ class LocalResponseNorm(nn.Module):
     ) -> None:
         super().__init__()
         if size < 1 or size % 2 == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"LocalResponseNorm size must be a positive odd number (the window is centred), got {size}"
             )
         if k <= 0 or alpha < 0:
-            raise ValueError(f"LocalResponseNorm needs k > 0 and alpha >= 0, got k={k}, alpha={alpha}")
+            raise ConfigError(f"LocalResponseNorm needs k > 0 and alpha >= 0, got k={k}, alpha={alpha}")
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         if groups < 1:
-            raise ValueError(f"LocalResponseNorm groups must be >= 1, got {groups}")
+            raise ConfigError(f"LocalResponseNorm groups must be >= 1, got {groups}")
         self.divide_alpha_by_size, self.groups = divide_alpha_by_size, groups
 
     @property

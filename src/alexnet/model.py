@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from alexnet.errors import ConfigError
 from alexnet.lrn import LocalResponseNorm
 
 # Kernels per conv layer (conv1..conv5).
@@ -44,7 +45,7 @@ BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5: "initialized with t
 
 def _check(name: str, value: object, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"model.{name}={value!r} is not valid; allowed values: {list(allowed)}")
+        raise ConfigError(f"model.{name}={value!r} is not valid; allowed values: {list(allowed)}")
 
 
 class AlexNet(nn.Module):
@@ -91,9 +92,9 @@ class AlexNet(nn.Module):
         _check("activation", activation, tuple(ACTIVATIONS))
         _check("init", init, INITS)
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout!r} is not valid; allowed values: 0 <= dropout < 1")
+            raise ConfigError(f"model.dropout={dropout!r} is not valid; allowed values: 0 <= dropout < 1")
         if num_classes < 1:
-            raise ValueError(f"model.num_classes={num_classes!r} is not valid; it must be >= 1")
+            raise ConfigError(f"model.num_classes={num_classes!r} is not valid; it must be >= 1")
         # The arguments that rebuild this net: AlexNet(**model.model_kwargs) (checkpoints store them).
         self.model_kwargs = {
             "num_classes": num_classes, "towers": towers, "grouped": grouped, "lrn": lrn, "lrn_style": lrn_style,

@@ -19,10 +19,10 @@ from lightning.fabric.utilities.throughput import measure_flops
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.checkpoint import run_entries
 from alexnet.data import ImageFolderDataModule
+from alexnet.errors import ConfigError
 from alexnet.model import AlexNet
 from alexnet.parallel import AlexNetTower
 
@@ -32,17 +32,36 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
-class TopKError(MulticlassAccuracy):
-    """Top-k error (1 - top-k accuracy), the paper's measure: over all images, or per class."""
+class TopKError(Metric):
+    """Top-k error, the paper's measure (§6): over all images, or per class (``average="none"``).
+
+    A sample whose logits are not all finite counts as wrong: a diverged model scores 100%, where
+    torchmetrics' top-k accuracy would rank NaN logits and call some of them right. Counts stay on the
+    device (no host sync per update) and add up over processes.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
 
     def __init__(self, num_classes: int, k: int, average: str = "micro", **kwargs: Any) -> None:
-        super().__init__(num_classes=num_classes, top_k=min(k, num_classes), average=average, **kwargs)
+        super().__init__(**kwargs)
+        if average not in ("micro", "none"):
+            raise ValueError(f"TopKError average={average!r}: 'micro' (all images) or 'none' (per class)")
+        self.num_classes, self.top_k, self.average = num_classes, min(k, num_classes), average
+        self.add_state("wrong", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")  # per true class
+        self.add_state("total", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        top = logits.topk(self.top_k, dim=-1).indices  # (N, k)
+        right = (top == labels[:, None]).any(-1) & logits.isfinite().all(-1)  # (N,)
+        self.wrong.index_add_(0, labels, (~right).long())
+        self.total.index_add_(0, labels, torch.ones_like(labels))
 
     def compute(self) -> Tensor:
-        errors = 1.0 - super().compute()
-        if self.average == "none":  # a class with no images has no error rate, not 100%
-            errors = errors.masked_fill((self.tp + self.fn) == 0, float("nan"))
-        return errors
+        if self.average == "none":  # a class with no images has no error rate (0/0: NaN), not 100%
+            return self.wrong.double().div(self.total).float()
+        return self.wrong.sum().double().div(self.total.sum()).float()
 
 
 def _errors(num_classes: int, **kwargs: Any) -> nn.ModuleDict:
@@ -90,12 +109,12 @@ class AlexNetModule(L.LightningModule):
             try:
                 probe = optimizer(model.parameters())
             except (ValueError, TypeError) as error:
-                raise ValueError(f"invalid optimizer setting: {error} (see the optimizer.* keys)") from error
+                raise ConfigError(f"invalid optimizer setting: {error} (see the optimizer.* keys)") from error
             try:
                 if scheduler is not None:
                     scheduler(probe)
             except (ValueError, TypeError) as error:
-                raise ValueError(f"invalid scheduler setting: {error} (see the scheduler.* keys)") from error
+                raise ConfigError(f"invalid scheduler setting: {error} (see the scheduler.* keys)") from error
         num_classes = self.num_classes
         # Per-step training errors over all processes' images too, not just rank 0's.
         self.train_errors, self.val_errors = _errors(num_classes, dist_sync_on_step=True), _errors(num_classes)

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from alexnet.config import current_hydra, in_multirun
+from alexnet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
@@ -41,7 +42,7 @@ def resolve_mode(mode: str) -> str:
     Online without credentials becomes offline, so a run never waits at a login prompt.
     """
     if mode not in MODES:
-        raise ValueError(f"logger.wandb.mode={mode!r} is not valid; allowed values: {list(MODES)}")
+        raise ConfigError(f"logger.wandb.mode={mode!r} is not valid; allowed values: {list(MODES)}")
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
     if mode == "online" and not wandb_logged_in():  # wandb would stop and ask for a key

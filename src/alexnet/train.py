@@ -14,8 +14,9 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.checkpoint import resolve_ckpt_path
+from alexnet.checkpoint import RUN_CHECKPOINTS, find_last, resolve_ckpt_path
 from alexnet.config import in_multirun
+from alexnet.errors import CheckpointError, ConfigError
 from alexnet.model import count_parameters
 from alexnet.module import AlexNetModule
 from alexnet.parallel.launch import check_launch, check_run_folder, launch_context
@@ -47,12 +48,27 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
+def resume_job(output_dir: str, model_kwargs: dict[str, Any] | None) -> str | None:
+    """The newest readable checkpoint in a multirun job's folder, if an earlier run of the sweep left one."""
+    try:
+        path = find_last(output_dir, model_kwargs, RUN_CHECKPOINTS)
+    except CheckpointError:
+        return None
+    log.info("Resuming this job of the sweep from %s", path)
+    return str(path)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test the best checkpoint, write ``results.json``; return ``cfg.optimized_metric``.
 
     Distributed, every process runs this; (local) rank 0 alone checks the data up front (the
     others wait for it inside ``fit``) and logs, global rank 0 writes the results.
     """
+    finished = Path(cfg.paths.output_dir, "results.json")
+    if in_multirun() and finished.exists():  # a sweep run again into its folder: this job is done
+        log.info("Skipping %s: it finished before (delete its results.json to run it again)", cfg.paths.output_dir)
+        results = json.loads(finished.read_text())
+        return results.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
     check_run_folder(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
     if not rank_zero:  # one copy of the log in the console; other ranks log warnings and errors (to their own file)
@@ -61,8 +77,10 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True, verbose=rank_zero)
     module = build_module(cfg)
     if cfg.get("ckpt_path") == "last" and in_multirun():
-        raise ValueError("ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>")
+        raise ConfigError("ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>")
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, module.model_kwargs)
+    if ckpt_path is None and in_multirun():  # an interrupted job of a sweep run again resumes
+        ckpt_path = resume_job(cfg.paths.output_dir, module.model_kwargs)
     datamodule = instantiate(cfg.data)
     if rank_zero:
         datamodule.prepare_data()

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from alexnet.data.images import DataError, find_bad_images, load_rgb
+from alexnet.data.images import find_bad_images, load_rgb
 from alexnet.data.prepared import MANIFEST, PreparedImages, read_manifest
 from alexnet.data.stats import compute_stats, load_stats
 from alexnet.data.transforms import (
@@ -42,6 +42,7 @@ from alexnet.data.transforms import (
     TenPatches,
     resize_and_centre_crop,
 )
+from alexnet.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 LAYOUT = "root/train/<class>/<image> and root/val/<class>/<image>"
@@ -109,9 +110,9 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size} is not valid; it must be >= 1")
+            raise ConfigError(f"data.batch_size={batch_size} is not valid; it must be >= 1")
         if lighting_std < 0:
-            raise ValueError(f"data.lighting_std={lighting_std} is not valid; it must be >= 0")
+            raise ConfigError(f"data.lighting_std={lighting_std} is not valid; it must be >= 0")
         self.root = Path(root).expanduser()
         self.batch_size, self.num_workers = batch_size, num_workers
         self.stats, self.mean, self.eigval, self.eigvec = stats, mean, eigval, eigvec
@@ -160,7 +161,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             mean = stats["mean_image"] if self.per_pixel_mean else stats["mean"]
             eigval, eigvec = stats["eigval"], stats["eigvec"]
         elif self.per_pixel_mean:
-            raise ValueError("data.per_pixel_mean=true needs data.stats (python -m alexnet.data.stats)")
+            raise ConfigError("data.per_pixel_mean=true needs data.stats (python -m alexnet.data.stats)")
         lighting = PCALighting(eigval, eigvec) if self.lighting_std > 0 else None
         return SubtractMean(mean, self.input_scale), lighting
 
@@ -232,7 +233,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.batch_size_per_device or replicas == 1:
             return self.batch_size
         if self.batch_size % replicas:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size={self.batch_size} is the global batch and does not split evenly over {replicas} "
                 f"data-parallel replicas; use a multiple of {replicas}, or data.batch_size_per_device=true"
             )

@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-
-class DataError(RuntimeError):
-    """The data on disk cannot be used as configured; the message says how to fix it."""
+from alexnet.errors import DataError
 
 
 def load_rgb(path: str, draft: int | None = None) -> Image.Image:

@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import os
+import sys
 import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -48,10 +49,11 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from alexnet.data.datamodule import synset_words
-from alexnet.data.images import DataError, load_rgb
+from alexnet.data.images import load_rgb
 from alexnet.data.prepared import FORMAT, MANIFEST, read_manifest
 from alexnet.data.stats import RGBSums
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
+from alexnet.errors import USAGE_EXIT_CODE, DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dst = prepare(args.src, args.dst, args.workers, args.quality, args.shard_size)
     except (DataError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
     manifest = read_manifest(dst)
     print(
         f"{dst}: {manifest['images']['train']} training and {manifest['images']['val']} validation images, "

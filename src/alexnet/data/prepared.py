@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from alexnet.data.images import DataError
 from alexnet.data.transforms import RESIZE
+from alexnet.errors import DataError
 
 MANIFEST = "prepared.json"
 OPEN_SHARDS = 64  # per worker process, well below the usual limit of 1024 open files

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from alexnet.errors import DataError
+
 SIZE = 256
 VERSION = 1  # bump when the drawing changes, so old folders are regenerated
 MARKER = "shapes.json"
@@ -131,7 +133,7 @@ def generate(
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root
     if root.exists() and any(root.iterdir()) and not marker.exists():
-        raise FileExistsError(
+        raise DataError(
             f"{root} exists and is not a generated shapes data set; move it away or set data.root elsewhere"
         )
     root.parent.mkdir(parents=True, exist_ok=True)

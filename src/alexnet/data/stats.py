@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 
 from alexnet.data.images import load_rgb
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
+from alexnet.errors import DataError
 
 
 def compute_stats(
@@ -96,7 +97,7 @@ def load_stats(path: str | Path) -> dict[str, torch.Tensor | int]:
     """Read a file written by :func:`compute_stats`'s command, with a clear error if it is missing."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"data.stats={path} does not exist. Compute it with `python -m alexnet.data.stats <data root>` "
             "or set data.stats=null to use the ImageNet values in the data config."
         )

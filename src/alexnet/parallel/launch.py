@@ -32,6 +32,7 @@ import torch
 from omegaconf import read_write
 
 from alexnet.config import current_hydra, in_multirun
+from alexnet.errors import ConfigError
 
 # Launchers whose jobs each get their own processes: Hydra's basic one (jobs one after
 # another) and submitit's SLURM one (a SLURM job with a task per device for each point).
@@ -45,7 +46,7 @@ def check_run_folder(output_dir: str | os.PathLike) -> None:
     finished = os.path.join(output_dir, "results.json")
     requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
     if os.path.exists(finished) and not requeued:
-        raise FileExistsError(
+        raise ConfigError(
             f"{output_dir} already holds a finished run ({finished}). Each launch needs its own name: give "
             "torchrun a new --rdzv-id (or use --standalone), or set hydra.run.dir"
         )
@@ -59,20 +60,20 @@ def check_launch(trainer: L.Trainer) -> None:
     launcher = str(hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
     external = trainer.strategy.cluster_environment.creates_processes_externally
     if launcher not in SEQUENTIAL_LAUNCHERS:
-        raise RuntimeError(
+        raise ConfigError(
             f"hydra/launcher {launcher} runs several sweep jobs at once (or starts them in a way Lightning cannot "
             f"restart for its other ranks), and each of them would start "
             f"{trainer.world_size} processes on the same devices. Sweep distributed runs with the default launcher "
             "(one job after another) or with hydra/launcher=slurm (one SLURM job per sweep point)."
         )
     if launcher == "BasicLauncher" and external:
-        raise RuntimeError(
+        raise ConfigError(
             "a sweep (-m) inside processes started by torchrun or srun: every process would run every job of the "
             "sweep. Start the sweep with plain `python train.py -m ...` (Lightning starts each job's processes) "
             "or submit it with `python train.py -m hydra/launcher=slurm ...` (one SLURM job per sweep point)."
         )
     if launcher == "SlurmLauncher" and not external:
-        raise RuntimeError(
+        raise ConfigError(
             f"this SLURM job has one task but the trainer needs {trainer.world_size} processes; use "
             "hydra/launcher=slurm, which sets hydra.launcher.tasks_per_node=${trainer.devices} and "
             "nodes=${trainer.num_nodes}"

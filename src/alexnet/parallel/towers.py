@@ -28,6 +28,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 from torch.nn import functional as F
 
+from alexnet.errors import ConfigError
 from alexnet.lrn import LocalResponseNorm
 from alexnet.model import AlexNet
 from alexnet.parallel.collectives import gather_logits, gather_towers
@@ -79,7 +80,7 @@ class AlexNetTower(nn.Module):
         super().__init__()
         kwargs = getattr(model, "model_kwargs", {})
         if kwargs.get("towers") != TOWERS or not kwargs.get("grouped"):
-            raise ValueError(
+            raise ConfigError(
                 "trainer=towers splits the paper's two-tower net (model.towers=2, model.grouped=true); "
                 "this model has no towers to split. Train it with trainer=ddp instead."
             )
@@ -166,7 +167,7 @@ class TowersStrategy(ModelParallelStrategy):
     def setup_environment(self) -> None:
         processes = self.num_nodes * self.num_processes
         if processes % TOWERS:
-            raise ValueError(
+            raise ConfigError(
                 f"trainer=towers needs an even number of processes (one per tower, in pairs); got "
                 f"{processes}. Set trainer.devices (x trainer.num_nodes) to 2, 4, 6, ..."
             )

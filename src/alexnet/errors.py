@@ -1,0 +1,85 @@
+"""Errors the user fixes, and how the entry points report them: one line, ``error: <problem and fix>``, exit 2.
+
+Bad data, an invalid setting, a missing or unreadable checkpoint, an unknown
+experiment and a diverged run are not bugs in this code: a traceback would bury
+the one line that says what to change. Everything else is, and keeps its traceback.
+``HYDRA_FULL_ERROR=1`` shows the traceback of every error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+USAGE_EXIT_CODE = 2  # what argparse and most command-line tools return for bad input
+_SET_BY_US = "_ALEXNET_HYDRA_FULL_ERROR"  # tells our own HYDRA_FULL_ERROR=1 from the user's (in child processes too)
+
+
+class UserError(Exception):
+    """A problem the user fixes; the message names the problem and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work (``model.dropout=1.5``, ``ckpt_path=last`` in a sweep)."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is missing, unreadable, or of another model."""
+
+
+class DataError(UserError, RuntimeError):
+    """The data on disk cannot be used as configured."""
+
+
+class TrainingDiverged(UserError, ArithmeticError):
+    """The loss became NaN or infinite (see :class:`alexnet.callbacks.StopOnDivergence`)."""
+
+
+def _hydra_user_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The user error behind ``error`` (Hydra wraps a constructor's error in its own), or None if it is a bug."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, UserError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, _hydra_user_errors()):  # a typo in an override, an unknown group option
+        return error
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """The message on one line; Hydra's own errors with their cause (``Key 'max_epoch' is not in struct``)."""
+    text = str(error).split("Config search path:")[0]  # Hydra's list of where it looked for configs
+    if not isinstance(error, UserError) and error.__cause__ is not None:
+        text += f" ({str(error.__cause__).splitlines()[0]})"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function; report a user error as one line and exit 2.
+
+    Hydra prints an error from inside the job with a filtered traceback and exits 1;
+    with ``HYDRA_FULL_ERROR=1`` it raises it instead, which is how this sees it.
+    """
+    debug = os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_SET_BY_US)
+    if not debug:
+        os.environ["HYDRA_FULL_ERROR"] = os.environ[_SET_BY_US] = "1"
+    try:
+        main()
+    except Exception as error:
+        found = None if debug else user_error(error)
+        if found is None:
+            raise
+        print(f"error: {one_line(found)}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
