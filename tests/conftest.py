@@ -1,5 +1,6 @@
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,10 @@ def read_metrics(run: Path) -> list[dict]:
     """The rows of a run's metrics.csv (CSVLogger)."""
     with open(run / "metrics.csv") as f:
         return list(csv.DictReader(f))
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: a W&B server that is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # free again once the socket is closed

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAST, ROOT, SHORT, TINY_DATA, assert_ok, read_metrics, run_cli
+from conftest import FAST, ROOT, SHORT, TINY_DATA, assert_ok, closed_port, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -96,8 +96,11 @@ def test_the_demo_data_brings_its_recipe_and_data_configs_describe_data():
 
 @pytest.mark.slow
 def test_short_run_writes_everything_and_eval_agrees(workdir):
-    result = run_cli("train.py", "trainer.max_epochs=2", *SHORT, cwd=workdir)
+    # Logged in, and the W&B server down (a closed port): the run is logged offline after 3 s.
+    outage = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}", "WANDB_MODE": ""}
+    result = run_cli("train.py", "trainer.max_epochs=2", *SHORT, "logger.wandb.init_timeout=3", cwd=workdir, env=outage)
     assert_ok(result)
+    assert "W&B could not start in online mode" in result.stderr + result.stdout
     run = _run_dirs(workdir)[-1]
     # metrics.csv: two validated epochs, errors in [0, 1], the lr and the image rate logged.
     rows = read_metrics(run)
@@ -127,7 +130,7 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
     results = json.loads((run / "results.json").read_text())
     for key in ("centre_crop", "ten_crop"):
         assert 0 <= results[f"test/{key}_top5_error"] <= results[f"test/{key}_top1_error"] <= 1
-    # The W&B offline run: readable, with the config, parameter count, commit and metrics.
+    # The W&B offline run (what `wandb sync` uploads): readable, with the config, parameter count, commit and metrics.
     wandb_files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 1
     record = summarize(wandb_files[0])

@@ -1,8 +1,13 @@
 """W&B never blocks or stops a run: mode resolution, missing package, failing server."""
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
+from conftest import closed_port
+from wandb_records import summarize
 
 from alexnet import tracking
 
@@ -33,24 +38,38 @@ def test_missing_wandb_package_means_csv_only(monkeypatch, tmp_path, no_credenti
     assert tracking.wandb_logger(str(tmp_path)) is None
 
 
-def test_failing_online_start_falls_back_to_offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
-    modes = []
+OUTAGE = """
+import json, sys, time
+from alexnet import tracking
 
-    class FlakyLogger:
-        def __init__(self, offline: bool, **kwargs):
-            self.offline = offline
-            modes.append("offline" if offline else "online")
+start = time.monotonic()
+logger = tracking.wandb_logger(sys.argv[1], mode="online", init_timeout=3, finish_timeout=5)
+started = time.monotonic() - start
+mode = logger.experiment.settings.mode
+logger.log_metrics({"train/loss": 1.5}, step=1)
+tracking.finish_wandb([logger])
+again = tracking.wandb_logger(sys.argv[1] + "/next_job", mode="online")  # the next job of a sweep
+next_job = again.experiment.settings.mode
+tracking.finish_wandb([again])
+print("result:", json.dumps({"started_s": started, "mode": mode, "next_job": next_job}))
+"""
 
-        @property
-        def experiment(self):
-            if not self.offline:
-                raise ConnectionError("server unreachable")
-            return object()
 
-    monkeypatch.setattr(tracking, "WandbLogger", FlakyLogger)
-    logger = tracking.wandb_logger(str(tmp_path), mode="online")
-    assert isinstance(logger, FlakyLogger) and logger.offline and modes == ["online", "offline"]
+def test_an_unreachable_server_costs_init_timeout_then_the_run_is_logged_offline(tmp_path):
+    env = {**os.environ, "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
+    env.pop("WANDB_MODE", None)
+    run = subprocess.run(
+        [sys.executable, "-c", OUTAGE, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("result: ")]
+    result = json.loads(line.removeprefix("result: "))
+    assert result["mode"] == "offline" and result["next_job"] == "offline"
+    assert result["started_s"] < 30  # 3 s for the server, then offline at once (it was ~200 s)
+    assert "W&B could not start in online mode" in run.stderr
+    assert "W&B did not answer earlier in this process: logging offline" in run.stderr  # no second wait
+    (offline,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")  # what `wandb sync` uploads
+    assert {"train/loss"} <= {k for row in summarize(offline)["history"] for k in row}
 
 
 def test_w_and_b_failing_entirely_means_csv_only(monkeypatch, tmp_path):

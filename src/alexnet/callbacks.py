@@ -1,8 +1,14 @@
-"""Callbacks the stock Lightning set lacks: Figure 3's conv1 filters, a stop at divergence, and a progress bar for batch jobs."""
+"""Callbacks the stock Lightning set lacks.
+
+Figure 3's conv1 filters; a throughput monitor that does not wait for the GPU each step; a stop
+at divergence; checkpoints every N steps and on SLURM's requeue signal that resume exactly
+mid-epoch; and a progress bar for batch jobs.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -10,14 +16,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import callbacks
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.distributed.tensor import DTensor
 from torchvision.utils import make_grid, save_image
 
-from alexnet.errors import TrainingDiverged
+from alexnet.errors import ConfigError, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +187,86 @@ class StopOnDivergence(L.Callback):
                 self._mean_loss,
             )
         self._mean_loss = loss if self._mean_loss is None else 0.9 * self._mean_loss + 0.1 * loss
+
+
+def last_batch_of_epoch(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether this is the epoch's last training batch (also under ``limit_train_batches``)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or batch_idx + 1 >= trainer.num_training_batches
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint(every_n_train_steps=...)`` that passes over an epoch's last batch.
+
+    A checkpoint there says "all of the epoch's batches taken": resumed, the epoch would end
+    at once, without its validation. The per-epoch checkpoint, written after validation, is
+    the one for that moment.
+    """
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not last_batch_of_epoch(trainer, batch_idx):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def step_checkpoint(dirpath: str, every_n_train_steps: int | None) -> StepCheckpoint | None:
+    """``last.ckpt`` every ``every_n_train_steps`` training steps as well as after each epoch (None: not at all).
+
+    On ImageNet an epoch is 10,000 steps: a kill would lose up to a day. ``ckpt_path=last``
+    resumes such a checkpoint mid-epoch, with the batches, augmentation and dropout the
+    unbroken run would have had (:mod:`alexnet.data.resumable`).
+    """
+    if every_n_train_steps is None:
+        return None
+    if every_n_train_steps < 1:
+        raise ConfigError(f"ckpt_every_n_steps={every_n_train_steps} is not valid; it must be >= 1 (or null)")
+    return StepCheckpoint(
+        dirpath=dirpath, filename="last", every_n_train_steps=every_n_train_steps, enable_version_counter=False
+    )
+
+
+class RequeueCheckpoint(Checkpoint):
+    """On SLURM's warning signal, Lightning's requeue checkpoint, written between two steps so it resumes exactly.
+
+    With ``#SBATCH --signal=USR1@120``, SLURM signals a job two minutes before its time
+    limit. Lightning's own handler writes ``hpc_ckpt_<n>.ckpt`` and requeues the job at once,
+    inside the signal handler, in the middle of whatever step is running: the loader has
+    handed over a batch the weights have not seen yet. This one only takes note; at the next
+    logging step (where all processes agree to) it runs Lightning's handler. The requeued job
+    finds the checkpoint in its run folder (``${run_name:}`` keeps the SLURM job's name) and
+    Lightning resumes it mid-epoch. A ``Checkpoint``, so that Lightning runs it after the module's
+    epoch-end hook, as it runs ModelCheckpoint (the lr schedule has stepped by then).
+    """
+
+    def __init__(self) -> None:
+        self._signal: int | None = None
+        self._requested = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+            self._signal = environment.requeue_signal or signal.SIGUSR1
+            signal.signal(self._signal, self._take_note)  # in place of Lightning's (registered at fit start)
+
+    def _take_note(self, signum: int, frame: Any) -> None:
+        self._requested = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Not after an epoch's last batch (see StepCheckpoint): there, the epoch's end does it.
+        if trainer._logger_connector.should_update_logs and not last_batch_of_epoch(trainer, batch_idx):
+            self._requeue_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._requeue_if_signalled(trainer)
+
+    def _requeue_if_signalled(self, trainer: L.Trainer) -> None:
+        if self._signal is None:
+            return
+        if trainer.strategy.reduce_boolean_decision(self._requested, all=False):
+            self._requested = False
+            trainer._signal_connector._slurm_sigusr_handler_fn(self._signal, None)  # save, then scontrol requeue
 
 
 class LineProgressBar(ProgressBar):

@@ -8,14 +8,17 @@ a submitit worker, which unpickles the job without running train.py, has them to
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
 - ``${rank_suffix:}``: ``_rank<N>`` in the log file names of ranks other than 0 under torchrun or srun.
 - ``${num_classes_in:${data.root}}``: the class count of the data there (prepared or ImageFolder).
-- ``${job_folder:${hydra.job.override_dirname}}``: a multirun job's folder, named after its overrides.
+- ``${job_folder:${hydra.overrides.task}}``: a multirun job's folder, named after the values it sweeps.
+- ``${optuna_storage:${hydra.sweep.dir}}``: the Optuna study's database in the sweep's folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -54,16 +57,41 @@ def rank_suffix() -> str:
     return "" if rank == "0" else f"_rank{rank}"
 
 
-def job_folder(override_dirname: str) -> str:
-    """A multirun job's folder: its overrides (``experiment=ablate_lrn,seed=1``), not its number.
+def _swept_keys(argv: tuple[str, ...]) -> list[str]:
+    """The keys a multirun's command line sweeps (``seed=1,2,3``, ``'experiment=glob(ablate_*)'``), in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # not Hydra's command line (a submitit worker): name folders by all overrides
+        return []
+    return [o.key_or_group for o in overrides if o.is_sweep_override() and not o.key_or_group.startswith("hydra.")]
+
+
+def job_folder(task_overrides: list[str]) -> str:
+    """A multirun job's folder, named after the values it sweeps (``experiment=ablate_lrn,seed=1``), not its number.
 
     The same job lands in the same folder whatever the order of the sweep, so a sweep run
     again into its folder finds each job's results and checkpoints (:func:`alexnet.train.train`).
+    Overrides common to all jobs stay out of the name (they are in ``.hydra/overrides.yaml``);
+    without a sweep on the command line (Optuna's, or in a submitit worker), all of them name it.
     """
-    name = override_dirname.replace("/", "_") or "default"
-    if len(name) > 150:  # file names stop at 255 bytes
-        name = f"{name[:130]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+    swept = _swept_keys(tuple(sys.argv[1:]))
+    named = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept] or sorted(task_overrides)
+    name = ",".join(named).replace("/", "_") or "default"
+    if len(name) > 120:  # file names stop at 255 bytes
+        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
     return name
+
+
+def optuna_storage(sweep_dir: str) -> str:
+    """``sqlite:///<sweep dir>/optuna.db``: the Optuna study beside its trials, so that the sweep can go on later.
+
+    The folder is made here: Optuna opens the database before Hydra makes the sweep's folder.
+    """
+    folder = Path(sweep_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
 
 
 def register_resolvers() -> None:
@@ -73,6 +101,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
     OmegaConf.register_new_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
+    OmegaConf.register_new_resolver("optuna_storage", optuna_storage, replace=True)
 
 
 register_resolvers()

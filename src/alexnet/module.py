@@ -18,6 +18,7 @@ import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import Metric
 
 from alexnet.checkpoint import run_entries
@@ -227,11 +228,24 @@ class AlexNetModule(L.LightningModule):
         scheduler = {"scheduler": self.scheduler_factory(optimizer), "monitor": self.monitor, "interval": "epoch"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    # Exact resume: the checkpoint (written after an epoch's validation) carries the RNG
-    # states, put back on load. Nothing draws from them between that load and the point
-    # where the next epoch's iterator draws its shuffle order and worker seeds (Lightning
-    # skips the sanity check when restarting), so dropout masks and augmentations continue
-    # exactly as in an unbroken run.
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if not isinstance(scheduler, ReduceLROnPlateau):  # that one steps in on_train_epoch_end
+            super().lr_scheduler_step(scheduler, metric)
+
+    def on_train_epoch_end(self) -> None:
+        """§5's lr division, when the validation error stops improving, before the epoch's checkpoint is written.
+
+        Lightning steps a plateau scheduler after the epoch's checkpoint (a run resumed from it
+        would never take that step) and not at all in an epoch a run resumed into.
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            value = self.trainer.callback_metrics.get(config.monitor or "")
+            if isinstance(config.scheduler, ReduceLROnPlateau) and value is not None:
+                config.scheduler.step(value)
+
+    # Exact resume: the checkpoint carries the RNG states, put back on load. The data
+    # loaders never draw from them (alexnet.data.resumable), so dropout masks continue
+    # exactly as in an unbroken run, from an epoch's end or from the middle of one.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model_kwargs is not None:  # what rebuilds and feeds the model (alexnet.checkpoint)
             data = self._trainer.datamodule if self._trainer is not None else None

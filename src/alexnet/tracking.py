@@ -81,35 +81,64 @@ def git_commit() -> str | None:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def wandb_logger(save_dir: str, project: str = "alexnet-lab", mode: str = "auto", **kwargs: Any) -> Logger | None:
+_online_failed = False  # once per process: the other jobs of a sweep go offline at once
+
+
+def wandb_logger(
+    save_dir: str,
+    project: str = "alexnet-lab",
+    mode: str = "auto",
+    init_timeout: float = 30.0,
+    finish_timeout: float = 60.0,
+    **kwargs: Any,
+) -> Logger | None:
     """A started ``WandbLogger``, or None (with a warning) when W&B cannot run.
 
-    The run is started here rather than on first use, so that a W&B failure
-    shows at the start and falls back to offline mode instead of ending the run.
+    The run is started here rather than on first use, so that a W&B failure shows at the
+    start. An online start waits at most ``init_timeout`` seconds for the server, then the
+    run is logged offline (``wandb sync`` uploads it later), as are the later jobs of a sweep
+    in this process. Logging never waits for the server; the upload at the end waits at
+    most ``finish_timeout`` seconds, and what is not uploaded by then stays in the run folder.
     """
+    global _online_failed
     mode = resolve_mode(mode)
     if mode == "disabled":
         return None
     try:
-        import wandb  # noqa: F401
+        import wandb
     except ImportError:
         log.warning("wandb is not installed: logging to CSV only (pip install wandb)")
         return None
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     options = {**hydra_run_info(), **{k: v for k, v in kwargs.items() if v is not None}}
+    if mode == "online" and _online_failed:
+        log.warning("W&B did not answer earlier in this process: logging offline")
+        mode = "offline"
     for attempt in (mode, "offline") if mode == "online" else (mode,):
+        # quiet: no "logged in as" lookup, which waits 2 x 5 s more for a server that is down.
+        settings = wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout, quiet=True)
+        if attempt == "offline":
+            options.pop("log_model", None)  # nothing to upload checkpoints to
         try:
-            logger = WandbLogger(save_dir=save_dir, project=project, offline=attempt == "offline", **options)
+            # mode= reaches wandb.init directly; Lightning's offline=True sets WANDB_MODE, which a
+            # W&B that already started in this process (the failed online attempt) ignores.
+            logger = WandbLogger(save_dir=save_dir, project=project, mode=attempt, settings=settings, **options)
             logger.experiment  # noqa: B018 - starts the run now
             return logger
         except Exception as error:
-            log.warning("W&B could not start in %s mode (%s)", attempt, error)
+            _online_failed = _online_failed or attempt == "online"
+            log.warning(
+                "W&B could not start in %s mode (%s)", attempt, str(error).splitlines()[0] if str(error) else error
+            )
     log.warning("W&B is unavailable: logging to CSV only")
     return None
 
 
-def finish_wandb(loggers: list[Logger]) -> None:
-    """End the W&B run (multirun jobs must not share one) and say how to upload an offline one."""
+def finish_wandb(loggers: list[Logger], failed: bool = False) -> None:
+    """End the W&B run (multirun jobs must not share one) and say how to upload an offline one.
+
+    ``failed``: the run ended with an error (a diverged loss, a crash): W&B marks it failed.
+    """
     for logger in loggers:
         if not isinstance(logger, WandbLogger):
             continue
@@ -119,7 +148,7 @@ def finish_wandb(loggers: list[Logger]) -> None:
             run = logger.experiment
             offline = getattr(run.settings, "mode", "") in ("offline", "dryrun")
             run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
-            wandb.finish()
+            wandb.finish(exit_code=1 if failed else 0)
         except Exception as error:  # the run's results are already on disk: never fail here
             log.warning("W&B could not finish the run cleanly (%s)", error)
             continue

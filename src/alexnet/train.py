@@ -45,7 +45,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return [callback for callback in callbacks if callback is not None]  # a factory may decline
 
 
 def resume_job(output_dir: str, model_kwargs: dict[str, Any] | None) -> str | None:
@@ -95,6 +96,7 @@ def train(cfg: DictConfig) -> float | None:
     processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
     log.info("AlexNet with %s parameters, precision %s%s", f"{extras['parameters']:,}", trainer.precision, processes)
 
+    failed = True
     try:
         with launch_context(trainer):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -106,9 +108,13 @@ def train(cfg: DictConfig) -> float | None:
                 results.update(tested[0] if tested else {})
                 report = format_test_report(results, module.class_errors.compute(), datamodule.class_names())
                 log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
+        failed = False
     finally:
         if trainer.is_global_zero:
-            finish_wandb(loggers)
+            finish_wandb(loggers, failed)
+    if trainer.interrupted:  # Ctrl-C: no results.json, so that a sweep run again resumes this job
+        log.warning("Interrupted: resume with ckpt_path=last (a sweep: run it again with hydra.sweep.dir=<its folder>)")
+        return None
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results["best/val_top1_error"] = float(checkpoint.best_model_score)
         results["best/checkpoint"] = checkpoint.best_model_path

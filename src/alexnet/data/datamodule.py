@@ -23,11 +23,13 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset, default_collate
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 
 from alexnet.data.images import find_bad_images, load_rgb
 from alexnet.data.prepared import MANIFEST, PreparedImages, read_manifest
+from alexnet.data.resumable import EpochSampler, WorkerRandomState
 from alexnet.data.stats import compute_stats, load_stats
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL,
@@ -124,6 +126,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.train_set: datasets.ImageFolder | None = None
         self.val_set: datasets.ImageFolder | None = None
         self.test_set: datasets.ImageFolder | None = None
+        # The training order's seed, from the run's seed; kept in checkpoints (state_dict) for resuming.
+        self.shuffle_seed: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shuffle_seed": self.shuffle_seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shuffle_seed = state.get("shuffle_seed")
 
     @property
     def classes(self) -> list[str]:
@@ -239,18 +249,38 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         return self.batch_size // replicas
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        """The validation and test loader; ``generator``: its workers' seeds leave the global RNG alone."""
         _, replica = self._replicas()
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
             num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            # Fresh workers each epoch draw their seeds from the global RNG, which the
-            # checkpoint restores: a resumed run then augments exactly as an unbroken one.
+            generator=torch.Generator(),
+            worker_init_fn=partial(pl_worker_init_function, rank=replica),
+        )
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        """Resumable mid-epoch (:mod:`alexnet.data.resumable`): Lightning saves its state in each checkpoint."""
+        replicas, replica = self._replicas()
+        if self.shuffle_seed is None:  # a new run (a resumed one has it from its checkpoint): the same on all ranks
+            seed = int(torch.randint(0, 2**31, ()))
+            self.shuffle_seed = self.trainer.strategy.broadcast(seed) if self.trainer is not None else seed
+        sampler = EpochSampler(self.train_set, self.shuffle_seed, num_replicas=replicas, rank=replica)
+        if self.trainer is not None:  # the epoch about to run; Lightning sets it only after the first batches are read
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return StatefulDataLoader(
+            WorkerRandomState(self.train_set),
+            batch_size=self.device_batch_size,
+            sampler=sampler,
+            generator=sampler.generator,
+            drop_last=True,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            # Fresh workers each epoch, seeded by (seed, epoch): an epoch-boundary resume starts them alike.
             persistent_workers=False,
             # Lightning's worker seeding, by replica rather than by process: both towers of a
             # replica must augment their (shared) images identically.
@@ -272,15 +302,12 @@ class ImageFolderDataModule(L.LightningDataModule):
             return batch
         return self.batch_transform(inputs), labels
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, batch_size=self.device_batch_size)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, batch_size=self.device_batch_size)
+        return self._loader(self.val_set, batch_size=self.device_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         # Ten patches per image: keep the number of crops per batch near the training batch.
-        return self._loader(self.test_set, shuffle=False, batch_size=max(1, self.device_batch_size // 10))
+        return self._loader(self.test_set, batch_size=max(1, self.device_batch_size // 10))
 
 
 class ShapesDataModule(ImageFolderDataModule):
