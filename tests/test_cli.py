@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from conftest import FAST, ROOT, SHORT, TINY_DATA, assert_ok, closed_port, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
@@ -158,31 +157,6 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(workdir):
-    """Two epochs straight == one epoch, stop, resume with ckpt_path=last for the second."""
-    common = ["logger=csv", "test=false", *SHORT]
-    assert_ok(run_cli("train.py", "trainer.max_epochs=2", *common, cwd=workdir))
-    straight = _run_dirs(workdir)[-1]
-    assert_ok(run_cli("train.py", "trainer.max_epochs=1", *common, cwd=workdir))
-    resumed = run_cli("train.py", "trainer.max_epochs=2", "ckpt_path=last", *common, cwd=workdir)
-    assert_ok(resumed)
-    second = _run_dirs(workdir)[-1]
-    assert [int(r["epoch"]) for r in read_metrics(second) if r.get("val/top1_error")] == [1]  # only the second epoch
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 6 and a["epoch"] == b["epoch"]
-    for name, tensor in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], tensor, rtol=1e-5, atol=1e-7, msg=name)
-    moment = a["optimizer_states"][0]["state"][0]["exp_avg"]
-    torch.testing.assert_close(b["optimizer_states"][0]["state"][0]["exp_avg"], moment)
-    # An ablation's checkpoint has the same shapes: resuming it into another model is refused.
-    other = run_cli("train.py", "model.lrn=false", "ckpt_path=last", *common, cwd=workdir)
-    assert other.returncode != 0 and "no readable checkpoint of this model" in other.stderr
-    explicit = run_cli("train.py", "model.lrn=false", f"ckpt_path={second}/checkpoints/last.ckpt", *common, cwd=workdir)
-    assert explicit.returncode != 0 and "model.lrn: True -> False" in explicit.stderr
-
-
-@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_wandb_run_in_one_group(workdir):
     result = run_cli(
         "train.py", "-m", "experiment=ablate_lrn,ablate_overlap", "trainer.max_epochs=1", "test=false",
@@ -206,8 +180,6 @@ def test_multirun_gives_each_job_its_own_wandb_run_in_one_group(workdir):
         (["data=imagenet", "data.root=/nonexistent"], "data.root=/nonexistent does not exist"),
         (["experiment=nope"], "ablate_lrn"),  # Hydra lists the available experiments
         (["model.towers=3"], "model.towers=3 is not valid; allowed values: [1, 2]"),
-        (["optimizer.lr=-0.1"], "Invalid learning rate: -0.1"),
-        (["model.activation=gelu"], "allowed values: ['relu', 'tanh']"),
         (["ckpt_path=nowhere.ckpt"], "ckpt_path=nowhere.ckpt does not exist"),
         (["trainer.max_epoch=3"], "Could not override 'trainer.max_epoch'"),  # Hydra's own errors too
     ],

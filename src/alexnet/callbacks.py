@@ -109,6 +109,12 @@ class ThroughputMonitor(callbacks.ThroughputMonitor):
             pl_module.flops_per_batch, self._unlogged_flops = flops, 0
 
 
+def _all_finite(parameters: Any) -> bool:
+    """Whether every weight is finite: one reduction per tensor on the device, one read on the host."""
+    local = [p.to_local() if isinstance(p, DTensor) else p for p in parameters]  # trainer=towers: this tower's
+    return bool(torch.stack([p.detach().isfinite().all() for p in local]).all()) if local else True
+
+
 class StopOnDivergence(L.Callback):
     """Ends training at the first NaN or infinite loss, before a diverged model is checkpointed or scored.
 
@@ -137,36 +143,42 @@ class StopOnDivergence(L.Callback):
     ) -> None:
         loss = outputs["loss"].detach().float() if isinstance(outputs, dict) else outputs.detach().float()
         bad = ~loss.isfinite() & (self._first_bad_step < 0)  # the first one only
-        self._first_bad_step = torch.where(bad, trainer.global_step, self._first_bad_step)
+        step = trainer.global_step - 1  # the step the loss belongs to, as the logs number it
+        self._first_bad_step = torch.where(bad, step, self._first_bad_step)
         self._bad_loss = torch.where(bad, loss, self._bad_loss)
         if trainer._logger_connector.should_update_logs:  # the host reads the logged metrics now anyway
             self.check(trainer)
             self._watch_growth(trainer, loss.item())
 
+    # Before validation, a checkpoint or the end, the weights are checked as well: a finite loss
+    # with infinite gradients leaves NaN weights that only the next loss would show.
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.check(trainer)
+            self.check(trainer, pl_module)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self.check(trainer)
+        self.check(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.check(trainer)
+        self.check(trainer, pl_module)
 
-    def check(self, trainer: L.Trainer) -> None:
-        """Raise :class:`TrainingDiverged` if any process has seen a non-finite loss (every process must call it)."""
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule | None = None) -> None:
+        """Raise :class:`TrainingDiverged` if any process has seen a non-finite loss or, given the
+        module, holds non-finite weights (every process must call it)."""
         if self._first_bad_step is None:
             return
-        diverged = trainer.strategy.reduce_boolean_decision(bool(self._first_bad_step >= 0), all=False)
+        weights_bad = pl_module is not None and not _all_finite(pl_module.parameters())
+        diverged = trainer.strategy.reduce_boolean_decision(bool(self._first_bad_step >= 0) or weights_bad, all=False)
         if not diverged:
             return
         step = int(self._first_bad_step)  # -1 on a process whose losses were finite
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        what = (
-            f"the loss became {float(self._bad_loss)} at step {step}"
-            if step >= 0
-            else "another process's loss became NaN or infinite"
-        )
+        if step >= 0:
+            what = f"the loss became {float(self._bad_loss)} at step {step}"
+        elif weights_bad:
+            what = f"the weights became NaN or infinite by step {trainer.global_step - 1}"
+        else:
+            what = "another process's loss or weights became NaN or infinite"
         raise TrainingDiverged(
             f"training diverged: {what} (epoch {trainer.current_epoch}, optimizer lr {lr:g}); stopped, and no "
             f"checkpoint after it was written. Lower optimizer.lr (e.g. {lr / 10:g}), then start again or resume "
@@ -182,7 +194,7 @@ class StopOnDivergence(L.Callback):
                 "the loss (%.4g at step %d) is over %gx its running mean (%.4g): the run may be diverging; "
                 "if it keeps growing, lower optimizer.lr",
                 loss,
-                trainer.global_step,
+                trainer.global_step - 1,
                 self.loss_growth,
                 self._mean_loss,
             )

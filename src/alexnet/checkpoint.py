@@ -199,7 +199,9 @@ def find_last(
     """
     patterns = patterns or tuple(f"train/**/{pattern}" for pattern in RUN_CHECKPOINTS)
     found = {path for pattern in patterns for path in Path(log_dir).glob(pattern)}
-    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+    # Newest first; on a tie (coarse mtimes), the resume checkpoints before a best-so-far one.
+    newest = sorted(found, key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt" or p.name.startswith("hpc_")))
+    for path in reversed(newest):
         try:
             checkpoint = _load(path)
         except CheckpointError as error:

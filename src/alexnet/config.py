@@ -73,15 +73,23 @@ def job_folder(task_overrides: list[str]) -> str:
 
     The same job lands in the same folder whatever the order of the sweep, so a sweep run
     again into its folder finds each job's results and checkpoints (:func:`alexnet.train.train`).
-    Overrides common to all jobs stay out of the name (they are in ``.hydra/overrides.yaml``);
-    without a sweep on the command line (Optuna's, or in a submitit worker), all of them name it.
+    Overrides common to all jobs enter the name as a hash (``experiment=ablate_lrn-1f2e3d4c``):
+    the same sweep with other common settings, run into the same folder, gets folders of its own.
+    Without a sweep on the command line (Optuna's, or in a submitit worker), all overrides name it.
     """
     swept = _swept_keys(tuple(sys.argv[1:]))
-    named = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept] or sorted(task_overrides)
-    name = ",".join(named).replace("/", "_") or "default"
+    named = sorted(o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept)
+    common = sorted(o for o in task_overrides if o not in named)
+    if not named:
+        named, common = common, []
+    name = ",".join(named).replace("%", "%25").replace("/", "%2F") or "default"  # one folder, no collisions
     if len(name) > 120:  # file names stop at 255 bytes
-        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
-    return name
+        name = f"{name[:100]}-{_digest(name)}"
+    return f"{name}-{_digest(','.join(common))}" if common else name
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def optuna_storage(sweep_dir: str) -> str:

@@ -39,20 +39,23 @@ class TrainingDiverged(UserError, ArithmeticError):
 
 def _hydra_user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
 
-    return ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException
+    return ConfigCompositionException, MissingConfigException, OverrideParseException
 
 
 def user_error(error: BaseException) -> BaseException | None:
-    """The user error behind ``error`` (Hydra wraps a constructor's error in its own), or None if it is a bug."""
-    seen: set[int] = set()
+    """The user error behind ``error``, or None if it is a bug (which keeps its traceback).
+
+    Only explicit causes are followed (Hydra's ``instantiate`` wraps a constructor's error with
+    ``raise ... from``): an error raised while handling a user error is a bug of its own.
+    """
     cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
+    for _ in range(10):
+        if cause is None:
+            break
         if isinstance(cause, UserError):
             return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__
     if isinstance(error, _hydra_user_errors()):  # a typo in an override, an unknown group option
         return error
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet.checkpoint import RUN_CHECKPOINTS, find_last, resolve_ckpt_path
 from alexnet.config import in_multirun
-from alexnet.errors import CheckpointError, ConfigError
+from alexnet.errors import CheckpointError, ConfigError, TrainingDiverged
 from alexnet.model import count_parameters
 from alexnet.module import AlexNetModule
 from alexnet.parallel.launch import check_launch, check_run_folder, launch_context
@@ -49,6 +50,22 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [callback for callback in callbacks if callback is not None]  # a factory may decline
 
 
+def read_results(output_dir: str) -> dict[str, Any] | None:
+    """A finished run's ``results.json``; None if there is none or it cannot be read (then the job runs again)."""
+    try:
+        return json.loads(Path(output_dir, "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_results(output_dir: str, results: dict[str, Any]) -> None:
+    """``results.json``, whole or not at all: a sweep run again takes it as the sign that the job is done."""
+    path = Path(output_dir, "results.json")
+    partial = path.with_name(".results.json.partial")
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(partial, path)
+
+
 def resume_job(output_dir: str, model_kwargs: dict[str, Any] | None) -> str | None:
     """The newest readable checkpoint in a multirun job's folder, if an earlier run of the sweep left one."""
     try:
@@ -65,11 +82,10 @@ def train(cfg: DictConfig) -> float | None:
     Distributed, every process runs this; (local) rank 0 alone checks the data up front (the
     others wait for it inside ``fit``) and logs, global rank 0 writes the results.
     """
-    finished = Path(cfg.paths.output_dir, "results.json")
-    if in_multirun() and finished.exists():  # a sweep run again into its folder: this job is done
+    finished = read_results(cfg.paths.output_dir) if in_multirun() else None
+    if finished is not None:  # a sweep run again into its folder: this job is done
         log.info("Skipping %s: it finished before (delete its results.json to run it again)", cfg.paths.output_dir)
-        results = json.loads(finished.read_text())
-        return results.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+        return finished.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
     check_run_folder(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0
     if not rank_zero:  # one copy of the log in the console; other ranks log warnings and errors (to their own file)
@@ -98,7 +114,7 @@ def train(cfg: DictConfig) -> float | None:
 
     failed = True
     try:
-        with launch_context(trainer):
+        with launch_context(trainer, ckpt_path):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
             checkpoint = trainer.checkpoint_callback
@@ -109,16 +125,20 @@ def train(cfg: DictConfig) -> float | None:
                 report = format_test_report(results, module.class_errors.compute(), datamodule.class_names())
                 log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
         failed = False
+    except TrainingDiverged as error:
+        if not in_multirun():
+            raise
+        # One job of a sweep (an Optuna trial at too high an lr): the others go on. No results.json,
+        # so no error rate is reported for it; Optuna is told the worst error there is.
+        log.error("%s: this job failed, the sweep goes on", error)
+        return 1.0 if cfg.get("optimized_metric") else None
     finally:
         if trainer.is_global_zero:
             finish_wandb(loggers, failed)
-    if trainer.interrupted:  # Ctrl-C: no results.json, so that a sweep run again resumes this job
-        log.warning("Interrupted: resume with ckpt_path=last (a sweep: run it again with hydra.sweep.dir=<its folder>)")
-        return None
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results["best/val_top1_error"] = float(checkpoint.best_model_score)
         results["best/checkpoint"] = checkpoint.best_model_path
     if trainer.is_global_zero:
-        Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_results(cfg.paths.output_dir, results)
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None

@@ -81,13 +81,14 @@ def check_launch(trainer: L.Trainer) -> None:
 
 
 @contextmanager
-def launch_context(trainer: L.Trainer) -> Iterator[None]:
+def launch_context(trainer: L.Trainer, ckpt_path: str | None = None) -> Iterator[None]:
     """Around one job's fit and test: start its ranks as one run, and leave nothing behind for the next job.
 
     In a multirun job Lightning is shown this job's overrides and folder when it starts
     ranks 1..N-1. Afterwards the process group is closed, the ranks are waited for and
     the variables Lightning set (``LOCAL_RANK`` among them, which would make the next
     job believe its processes already exist) are put back, so the next job starts afresh.
+    ``ckpt_path``: the checkpoint this job resumes, which the other ranks resume too.
     """
     hydra = current_hydra()
     env = {key: os.environ.get(key) for key in LAUNCH_ENV}
@@ -95,7 +96,8 @@ def launch_context(trainer: L.Trainer) -> Iterator[None]:
     swap = trainer.world_size > 1 and in_multirun() and hydra is not None
     swap = swap and not trainer.strategy.cluster_environment.creates_processes_externally
     if swap:
-        sys.argv = [sys.argv[0], *hydra.overrides.task]
+        overrides = [o for o in hydra.overrides.task if not o.startswith("ckpt_path=")]
+        sys.argv = [sys.argv[0], *overrides, *([f"ckpt_path={ckpt_path}"] if ckpt_path else [])]
         with read_write(hydra):
             hydra.run.dir = hydra.runtime.output_dir  # the ranks share the job's folder
     try:
