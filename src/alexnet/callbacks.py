@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import callbacks
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.distributed.tensor import DTensor
@@ -237,7 +237,7 @@ def step_checkpoint(dirpath: str, every_n_train_steps: int | None) -> StepCheckp
     )
 
 
-class RequeueCheckpoint(Checkpoint):
+class RequeueCheckpoint(L.Callback):
     """On SLURM's warning signal, Lightning's requeue checkpoint, written between two steps so it resumes exactly.
 
     With ``#SBATCH --signal=USR1@120``, SLURM signals a job two minutes before its time
@@ -246,8 +246,8 @@ class RequeueCheckpoint(Checkpoint):
     handed over a batch the weights have not seen yet. This one only takes note; at the next
     logging step (where all processes agree to) it runs Lightning's handler. The requeued job
     finds the checkpoint in its run folder (``${run_name:}`` keeps the SLURM job's name) and
-    Lightning resumes it mid-epoch. A ``Checkpoint``, so that Lightning runs it after the module's
-    epoch-end hook, as it runs ModelCheckpoint (the lr schedule has stepped by then).
+    Lightning resumes it mid-epoch. A signal during an epoch's last steps or its validation is
+    acted on at the next epoch's first logging step.
     """
 
     def __init__(self) -> None:
@@ -266,15 +266,10 @@ class RequeueCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # Not after an epoch's last batch (see StepCheckpoint): there, the epoch's end does it.
-        if trainer._logger_connector.should_update_logs and not last_batch_of_epoch(trainer, batch_idx):
-            self._requeue_if_signalled(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._requeue_if_signalled(trainer)
-
-    def _requeue_if_signalled(self, trainer: L.Trainer) -> None:
-        if self._signal is None:
+        # Not after an epoch's last batch: see StepCheckpoint.
+        if self._signal is None or last_batch_of_epoch(trainer, batch_idx):
+            return
+        if not trainer._logger_connector.should_update_logs:  # where all processes agree to look
             return
         if trainer.strategy.reduce_boolean_decision(self._requested, all=False):
             self._requested = False
