@@ -26,6 +26,7 @@ EPOCH = 5  # batches
 EXACT = [
     *(o for o in SHORT if not o.startswith("trainer.limit_train_batches")), f"trainer.limit_train_batches={EPOCH}",
     "logger=csv", "test=false", "trainer.max_epochs=2", "trainer.precision=32-true", "data.num_workers=2",
+    "callbacks.model_checkpoint=null",  # no best-so-far copies: 0.7 GB and a second each
 ]  # fmt: skip
 STEPS = 2 * EPOCH
 
@@ -81,20 +82,19 @@ def unbroken(tmp_path_factory, data_root) -> Path:
 
 
 @pytest.mark.slow
-def test_resumed_at_an_epochs_end_the_run_goes_on_exactly(tmp_path, data_root, unbroken):
+def test_resumed_at_an_epochs_end_then_killed_and_requeued_mid_epoch_the_run_ends_as_an_unbroken_one(
+    tmp_path, data_root, unbroken
+):
+    """One run started three times, as a long job lives:
+
+    1. the first epoch, and the run ends;
+    2. ``ckpt_path=last`` resumes it at that epoch's end, under SLURM, with ``ckpt_every_n_steps=2``.
+       SIGUSR1 (as ``#SBATCH --signal=USR1@120`` sends it) brings a checkpoint between two steps and
+       ``scontrol requeue``; then SIGKILL, in the middle of writing a step checkpoint;
+    3. SLURM starts the job again (the same command): it resumes the requeue checkpoint, mid-epoch.
+    """
     common = [*EXACT, f"data.root={data_root}"]
     assert_ok(run_cli("train.py", *common, "trainer.max_epochs=1", cwd=tmp_path))
-    resumed = run_cli("train.py", *common, "ckpt_path=last", cwd=tmp_path)
-    assert_ok(resumed)
-    second = max((tmp_path / "logs/train/runs").iterdir(), key=lambda p: p.stat().st_mtime)
-    assert [int(r["epoch"]) for r in read_metrics(second) if r.get("val/top1_error")] == [1]  # only the second epoch
-    _assert_same_training(unbroken, second / "checkpoints" / "last.ckpt")
-
-
-@pytest.mark.slow
-def test_requeue_signal_then_a_kill_mid_write_and_the_requeued_job_goes_on_exactly(tmp_path, data_root, unbroken):
-    """SIGUSR1 as `#SBATCH --signal=USR1@120` sends it: a checkpoint between two steps and `scontrol requeue`;
-    then SIGKILL while a step checkpoint (ckpt_every_n_steps=2) is being written; then SLURM starts the job again."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scontrol = bin_dir / "scontrol"  # SLURM's requeue, noted
@@ -105,11 +105,11 @@ def test_requeue_signal_then_a_kill_mid_write_and_the_requeued_job_goes_on_exact
         "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
     }  # fmt: skip
-    common = [*EXACT, f"data.root={data_root}", "ckpt_every_n_steps=2"]
+    resume = [*common, "ckpt_every_n_steps=2", "ckpt_path=last"]
     run_dir = tmp_path / "logs/train/runs/slurm-4242.0"  # named after the SLURM job: the requeued job finds it
     folder = run_dir / "checkpoints"
-    job = _popen(tmp_path, *common, env=slurm)
-    _wait_for(lambda: (folder / "last.ckpt").exists(), job)  # step 2's checkpoint: training is under way
+    job = _popen(tmp_path, *resume, env=slurm)
+    _wait_for(lambda: (folder / "last.ckpt").exists(), job)  # step 6's checkpoint: the second epoch is under way
     job.send_signal(signal.SIGUSR1)
     _wait_for(lambda: list(run_dir.glob("hpc_ckpt_*.ckpt")) and (folder / ".last.ckpt.partial").exists(), job)
     job.send_signal(signal.SIGKILL)  # in the middle of writing a later last.ckpt
@@ -118,12 +118,12 @@ def test_requeue_signal_then_a_kill_mid_write_and_the_requeued_job_goes_on_exact
     last = torch.load(folder / "last.ckpt", weights_only=True)  # the one before stays whole
     (hpc,) = run_dir.glob("hpc_ckpt_*.ckpt")
     step = torch.load(hpc, weights_only=True)["global_step"]
-    assert step % EPOCH and step < STEPS and last["global_step"] < STEPS  # the requeue checkpoint is mid-epoch
-    requeued = run_cli("train.py", *common, cwd=tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    assert EPOCH < step < STEPS and step % EPOCH and last["global_step"] < step  # between two steps, mid-epoch
+    requeued = run_cli("train.py", *resume, cwd=tmp_path, env={**slurm, "SLURM_RESTART_COUNT": "1"})
     assert_ok(requeued)
-    assert "hpc_ckpt" in requeued.stdout + requeued.stderr
+    assert f"Using checkpoint {hpc}" in requeued.stdout + requeued.stderr  # the newest readable one
     steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("train/loss")]
-    assert step in steps  # it went on from there, not from the epoch's start
+    assert steps[0] == step  # it went on from there, not from the epoch's start
     _assert_same_training(unbroken, folder / "last.ckpt")
 
 
@@ -137,13 +137,14 @@ def test_a_diverging_run_stops_with_an_error_and_no_score(tmp_path):
     (run,) = (tmp_path / "logs/train/runs").iterdir()
     assert not (run / "results.json").exists()  # no error rate reported
     assert not list(run.glob("checkpoints/*.ckpt"))  # and no diverged weights kept
-    # In a sweep, that job fails and the sweep goes on to the next.
+    # In a sweep, that job fails alone: the sweep goes on (to its next job, or its end), exit 0.
     sweep = tmp_path / "sweep"
-    lrs = "optimizer.lr=1e8,1e9"
-    swept = run_cli("train.py", "-m", "logger=csv", *SHORT, lrs, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    swept = run_cli(
+        "train.py", "-m", "logger=csv", *SHORT, "optimizer.lr=1e8", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert_ok(swept)
-    assert (swept.stderr + swept.stdout).count("this job failed, the sweep goes on") == 2
-    assert len(list(sweep.glob("optimizer.lr=*/train.log"))) == 2 and not list(sweep.glob("*/results.json"))
+    assert "this job failed, the sweep goes on" in swept.stderr + swept.stdout
+    assert list(sweep.glob("*/train.log")) and not list(sweep.glob("*/results.json"))
 
 
 @pytest.mark.slow
@@ -151,7 +152,7 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_interrupted_one(t
     sweep = tmp_path / "sweep"
     command = [
         "-m", "experiment=baseline,ablate_lrn", "logger=csv", *SHORT, "trainer.max_epochs=1",
-        f"data.root={data_root}", "ckpt_every_n_steps=1", f"hydra.sweep.dir={sweep}",
+        f"data.root={data_root}", "ckpt_every_n_steps=2", f"hydra.sweep.dir={sweep}", "callbacks.model_checkpoint=null",
     ]  # fmt: skip
     run = _popen(tmp_path, *command)
     _wait_for(lambda: list(sweep.glob("experiment=ablate_lrn-*/checkpoints/last.ckpt")), run)  # the second job began
