@@ -20,6 +20,7 @@ import torch
 from conftest import ROOT, SHORT, assert_ok, read_metrics, run_cli
 
 from alexnet.callbacks import StopOnDivergence
+from alexnet.errors import ConfigError, DataError, user_error
 
 # Exact resume needs the same arithmetic in both runs: fp32, and the workers on that draw the augmentation.
 EPOCH = 5  # batches
@@ -180,3 +181,25 @@ def test_a_loss_far_above_its_running_mean_is_reported(caplog):
             watch._watch_growth(SimpleNamespace(global_step=step), loss)
     (warning,) = caplog.records
     assert "the loss (30 at step 4) is over 10x its running mean" in warning.getMessage()
+
+
+def test_only_explicit_causes_make_an_error_a_user_error():
+    from hydra.errors import InstantiationException
+
+    wrapped = InstantiationException("Error in call to target 'alexnet.model.AlexNet'")
+    wrapped.__cause__ = ConfigError("model.towers=3 is not valid")  # how instantiate raises it
+    assert user_error(wrapped) is wrapped.__cause__
+    try:
+        try:
+            raise DataError("data.root=/x does not exist")
+        except DataError:
+            raise RuntimeError("a bug while reporting it") from None
+    except RuntimeError as bug:
+        assert user_error(bug) is None  # keeps its traceback
+    try:
+        try:
+            raise DataError("data.root=/x does not exist")
+        except DataError:
+            {}["missing"]  # a bug in the handler: only __context__ links it to the user error
+    except KeyError as bug:
+        assert user_error(bug) is None
