@@ -171,6 +171,8 @@ def main() -> None:
         (args.out / "losses.json").write_text(json.dumps(record.losses))
         if args.count_bytes:
             (args.out / "comm.json").write_text(json.dumps({"payload": PAYLOAD, "calls": CALLS}))
+    if torch.distributed.is_initialized():  # gloo's threads stopped before exit, or a loaded machine aborts a rank
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
