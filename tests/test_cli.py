@@ -139,6 +139,12 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
     logged = {k for row in record["history"] for k in row}
     assert {"val/top1_error", "val/top5_error", "train/loss", "test/ten_crop_top1_error"} <= logged
     assert any(k.startswith("conv1") for k in logged)
+    # Figure 3 in the W&B run is the PNG on disk, not a black image (float [0, 1] read as bytes).
+    logged_grids = sorted(wandb_files[0].parent.glob("files/media/images/conv1_*.png"))
+    assert logged_grids
+    with Image.open(logged_grids[-1]) as logged, Image.open(run / "conv1" / "epoch_001-tower_1.png") as saved:
+        assert len(logged.convert("RGB").getcolors(maxcolors=1 << 20)) > 1000
+        assert logged.size == saved.size
     assert "wandb sync" in result.stderr + result.stdout
     # eval.py on the best checkpoint reproduces the test numbers.
     # data.input_scale=255 would score the model on the wrong pixel range: eval.py takes the

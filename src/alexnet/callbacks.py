@@ -76,7 +76,9 @@ class Conv1Filters(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 keys = [f"conv1/tower_{t}" for t in range(1, len(grids) + 1)]
-                logger.log_image(key="conv1", images=grids, caption=keys, step=trainer.global_step)
+                # As 0-255 bytes, (H, W, 3): W&B takes a float tensor's [0, 1] values for bytes (a black image).
+                images = [grid.mul(255).round().byte().permute(1, 2, 0).numpy() for grid in grids]
+                logger.log_image(key="conv1", images=images, caption=keys, step=trainer.global_step)
 
 
 class ThroughputMonitor(callbacks.ThroughputMonitor):
