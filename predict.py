@@ -1,0 +1,18 @@
+"""Top-5 classes of images: python predict.py ckpt_path=<file or "last"> images=<file or folder> [predict.ten_crop=true]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from alexnet.errors import run_main
+from alexnet.predict import format_predictions, predict
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> list[dict]:
+    predictions = predict(cfg.ckpt_path, cfg.images, log_dir=cfg.paths.log_dir, **cfg.predict)
+    print(format_predictions(predictions))
+    return predictions
+
+
+if __name__ == "__main__":
+    run_main(main)  # a user error (bad path, checkpoint) as one line, exit 2
