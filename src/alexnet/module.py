@@ -8,12 +8,10 @@ averaged over four corners, centre and their reflections) in one pass.
 from __future__ import annotations
 
 import functools
-import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from torch import Tensor, nn
@@ -23,6 +21,7 @@ from torchmetrics import Metric
 
 from alexnet.checkpoint import run_entries
 from alexnet.data import ImageFolderDataModule
+from alexnet.data.resumable import host_rng_states, set_host_rng_states
 from alexnet.errors import ConfigError
 from alexnet.model import AlexNet
 from alexnet.parallel import AlexNetTower
@@ -254,27 +253,19 @@ class AlexNetModule(L.LightningModule):
             else:
                 checkpoint.update(run_entries(self.model_kwargs))
         checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
+            **host_rng_states(),
             # This device's generator only: every process restores rank 0's states, and the two
             # towers of a pair must keep drawing the same dropout masks after a resume.
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
-            # As tensors and plain Python values, so the checkpoint loads with weights_only=True.
-            "numpy": [
-                torch.from_numpy(v.astype(np.int64)) if isinstance(v, np.ndarray) else v for v in np.random.get_state()
-            ],
-            "python": random.getstate(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")
         if states is None:
             return
-        torch.set_rng_state(states["torch"])
+        set_host_rng_states(states)
         cuda = states["cuda"]
         if isinstance(cuda, list):  # checkpoints before ec3be87 (2026-11-27) held every device's state
             cuda = cuda[0] if cuda else None
         if cuda is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(cuda)
-        kind, keys, pos, has_gauss, cached = states["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        random.setstate(states["python"])

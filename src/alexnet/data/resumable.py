@@ -64,18 +64,27 @@ class WorkerRandomState(Dataset):
     def state_dict(self) -> dict[str, Any]:
         if get_worker_info() is None:  # no workers: the main process's RNG is the module's to keep
             return {}
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        return {
-            "torch": torch.get_rng_state(),
-            # Tensors and plain values only: checkpoints load with weights_only=True.
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "python": random.getstate(),
-        }
+        return host_rng_states()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not state:
-            return
-        torch.set_rng_state(state["torch"])
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        random.setstate(state["python"])
+        if state:
+            set_host_rng_states(state)
+
+
+def host_rng_states() -> dict[str, Any]:
+    """This process's torch, numpy and Python RNG states, as tensors and plain values (``weights_only`` loads them)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            torch.from_numpy(v.astype(np.int64)) if isinstance(v, np.ndarray) else v for v in np.random.get_state()
+        ],
+        "python": random.getstate(),
+    }
+
+
+def set_host_rng_states(states: dict[str, Any]) -> None:
+    """Put back what :func:`host_rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(states["python"])
