@@ -94,3 +94,15 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]  # free again once the socket is closed
+
+
+def fit_briefly(module, data, root: Path, steps: int):
+    """A few training steps on the CPU, nothing logged or checkpointed: a module with real weights to save."""
+    import lightning as L
+
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    return trainer

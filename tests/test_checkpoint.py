@@ -9,7 +9,6 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -25,7 +24,7 @@ MODEL = {"num_classes": 3, "lrn_style": "caffe", "dropout": 0.3, "init": "kaimin
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Two SGD steps on a tiny image folder; the run's last checkpoint (weights only: no optimizer state)."""
-    from conftest import make_image_folder
+    from conftest import fit_briefly, make_image_folder
 
     root = tmp_path_factory.mktemp("checkpoint")
     data = ImageFolderDataModule(
@@ -33,11 +32,7 @@ def trained(tmp_path_factory):
     )
     (root / "folder" / "synset_words.txt").write_text("cat felis catus\ndog canis familiaris\nfox vulpes\n")
     module = AlexNetModule(AlexNet(**MODEL), optimizer=partial(torch.optim.SGD, lr=1e-3), channels_last=False)
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer = fit_briefly(module, data, root, steps=2)
     path = root / "logs/train/runs/x/checkpoints/last.ckpt"
     path.parent.mkdir(parents=True)
     trainer.save_checkpoint(path, weights_only=True)

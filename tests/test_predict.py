@@ -3,10 +3,9 @@
 import json
 from functools import partial
 
-import lightning as L
 import pytest
 import torch
-from conftest import make_image_folder, run_cli
+from conftest import fit_briefly, make_image_folder, run_cli
 from PIL import Image
 
 from alexnet.data import ImageFolderDataModule
@@ -24,11 +23,7 @@ def trained(tmp_path_factory):
     (folder / "synset_words.txt").write_text("cat felis catus\ndog canis familiaris\nfox vulpes\n")
     data = ImageFolderDataModule(str(folder), batch_size=3, num_workers=0, input_scale=255.0, verify=False)
     module = AlexNetModule(AlexNet(num_classes=3), optimizer=partial(torch.optim.SGD, lr=1e-3), channels_last=False)
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer = fit_briefly(module, data, root, steps=1)
     checkpoint = root / "last.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=True)
     # What evaluation computes for the val split: the ten patches of each image, in the test loader's order.
