@@ -162,24 +162,6 @@ def test_short_run_writes_everything_and_eval_agrees(workdir):
     assert "input_scale=1.0)" in evaluated.stdout
 
 
-@pytest.mark.slow
-def test_multirun_gives_each_job_its_own_wandb_run_in_one_group(workdir):
-    result = run_cli(
-        "train.py", "-m", "experiment=ablate_lrn,ablate_overlap", "trainer.max_epochs=1", "test=false",
-        *SHORT, cwd=workdir,
-    )  # fmt: skip
-    assert_ok(result)
-    sweep = sorted((workdir / "logs" / "train" / "multiruns").iterdir())[-1]
-    files = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 2
-    runs = [summarize(f)["run"] for f in files]
-    assert runs[0].run_id != runs[1].run_id
-    assert runs[0].run_group == runs[1].run_group == sweep.name
-    assert {r.display_name for r in runs} == {"0:ablate_lrn", "1:ablate_overlap"}
-    report = (sweep / "report.md").read_text()  # written by the Hydra callback when the sweep ends
-    assert "experiment=ablate_lrn" in report and "Δ +1.4 / +1.2" in report
-
-
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [

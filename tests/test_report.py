@@ -1,34 +1,222 @@
-"""The sweep report: seeds pooled, deltas against the baseline, the paper's claims beside them."""
+"""The sweep report: seeds pooled with intervals, paired deltas against the baseline, the paper's claims beside them."""
 
+import base64
 import json
+import re
+import subprocess
+import sys
 
+import numpy as np
+import pytest
 import yaml
+from conftest import ROOT, SHORT, assert_ok, run_cli
+from PIL import Image
+from wandb_records import summarize as read_wandb_run
 
 from alexnet.report import render, write_report
+from alexnet.sweep import CLAIMS, Estimate, agreement, difference, estimate, summarize, t_975
 
 
-def _job(sweep, num, overrides, top1, top5):
-    job = sweep / str(num)
+def test_t_quantiles_match_the_table_and_lie_between_its_rows():
+    assert t_975(1) == 12.706 and t_975(2) == 4.303 and t_975(30) == 2.042 and t_975(1e9) == pytest.approx(1.96)
+    assert 2.021 > t_975(50) > 2.000  # between df 40 and 60
+    assert t_975(33) == pytest.approx(2.0345, abs=2e-4)  # exact: 2.03452
+    with pytest.raises(ValueError):
+        t_975(0.5)
+
+
+def test_an_estimate_is_the_mean_and_its_t_interval():
+    two = estimate([40.0, 42.0])
+    assert (two.mean, two.n) == (41.0, 2) and two.std == pytest.approx(2**0.5)
+    assert (two.low, two.high) == pytest.approx((41 - 12.706, 41 + 12.706))  # t(1) * sqrt(2) / sqrt(2)
+    one = estimate([40.0])
+    assert one.mean == 40.0 and one.low is None and one.excludes_zero is None
+    assert estimate([]) is None
+
+
+def test_a_delta_is_paired_seed_by_seed_when_the_seeds_match():
+    delta = difference({"1": 43.0, "2": 44.0, "3": 46.0}, {"1": 40.0, "2": 42.0, "3": 42.0})
+    assert delta.paired and delta.mean == pytest.approx(3.0)  # differences 3, 2, 4: sd 1
+    assert (delta.low, delta.high) == pytest.approx((3 - 4.303 / 3**0.5, 3 + 4.303 / 3**0.5))
+    assert delta.excludes_zero
+    # Unpaired, the same numbers' spread between seeds swamps the difference.
+    welch = difference({"1": 43.0, "2": 44.0, "3": 46.0}, {"4": 40.0, "5": 42.0, "6": 42.0})
+    assert welch.paired is False and welch.mean == pytest.approx(3.0) and not welch.excludes_zero
+
+
+def test_welch_interval_on_hand_made_numbers():
+    delta = difference({"1": 43.0, "2": 45.0}, {"3": 40.0, "4": 41.0, "5": 42.0})
+    se = (2 / 2 + 1 / 3) ** 0.5  # variances 2 and 1 over 2 and 3 seeds
+    df = (4 / 3) ** 2 / (1**2 / 1 + (1 / 3) ** 2 / 2)  # Welch-Satterthwaite: 1.68
+    assert delta.mean == pytest.approx(3.0) and delta.std == pytest.approx(se)
+    assert delta.high - delta.mean == pytest.approx(t_975(df) * se)
+    assert 1 < df < 2 and 4.303 < t_975(df) < 12.706
+
+
+def test_agreement_marks():
+    lrn = CLAIMS["ablate_lrn"]  # the paper: +1.4 without LRN
+    assert agreement(Estimate(1.0, 3, 0.1, 0.5, 1.5), lrn) == "✓ agrees in sign; beyond noise (interval excludes 0)"
+    assert agreement(Estimate(1.0, 3, 1.0, -0.5, 2.5), lrn) == "✓ agrees in sign; within noise"
+    assert agreement(Estimate(-1.0, 3, 0.1, -1.5, -0.5), lrn).startswith("✗ opposite sign; beyond noise")
+    assert agreement(Estimate(-1.0, 1), lrn) == "✗ opposite sign; no interval from one seed"
+    assert agreement(Estimate(1.0, 3, 0.1, 0.5, 1.5), CLAIMS["ablate_groups"]) == "-"  # the paper claims nothing
+
+
+def _job(sweep, name, overrides, top1=None, top5=0.2, log=""):
+    job = sweep / name
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    results = {"test/ten_crop_top1_error": top1, "test/ten_crop_top5_error": top5, "test/centre_crop_top1_error": top1}
-    (job / "results.json").write_text(json.dumps(results))
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, "trainer.max_epochs=3"]))
+    if top1 is not None:
+        results = {"test/ten_crop_top1_error": top1, "test/ten_crop_top5_error": top5}
+        results |= {"test/centre_crop_top1_error": top1 + 0.01, "test/centre_crop_top5_error": top5 + 0.01}
+        (job / "results.json").write_text(json.dumps(results))
+        rows = ["epoch,step,val/top1_error", f"0,9,{top1 + 0.1}", f"1,19,{top1}"]
+        (job / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (job / "train.log").write_text(log)
 
 
-def test_report_pools_seeds_and_compares_with_the_baseline(tmp_path):
+def _sweep(tmp_path):
     sweep = tmp_path / "2026-01-01_00-00-00"
-    _job(sweep, 0, ["experiment=baseline", "seed=1"], 0.40, 0.18)
-    _job(sweep, 1, ["experiment=baseline", "seed=2"], 0.42, 0.20)
-    _job(sweep, 2, ["experiment=ablate_lrn", "seed=1"], 0.43, 0.19)
-    _job(sweep, 3, ["experiment=ablate_lrn", "seed=2"], 0.43, 0.21)
-    (sweep / "4").mkdir()  # a job that died before writing results
-    text = render(sweep)
-    baseline = next(line for line in text.splitlines() if line.startswith("| experiment=baseline "))
-    lrn = next(line for line in text.splitlines() if line.startswith("| experiment=ablate_lrn "))
-    assert "| 2 | 41.00 ± 1.41 | 19.00 ± 1.41 |" in baseline
-    assert "| +2.00 |" in lrn and "Δ +1.4 / +1.2" in lrn  # 43% vs 41%, beside the paper's claim
-    assert write_report(sweep) == sweep / "report.md" and (sweep / "report.md").read_text() == text
+    task = ["experiment=baseline,ablate_lrn", "seed=1,2,3", "trainer.max_epochs=3"]
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    _job(sweep, "b1", ["experiment=baseline", "seed=1"], 0.40, 0.18)
+    _job(sweep, "b2", ["experiment=baseline", "seed=2"], 0.42, 0.20)
+    _job(sweep, "b3", ["experiment=baseline", "seed=3"], 0.42, 0.20)
+    _job(sweep, "l1", ["experiment=ablate_lrn", "seed=1"], 0.43, 0.19)
+    _job(sweep, "l2", ["experiment=ablate_lrn", "seed=2"], 0.44, 0.21)
+    _job(sweep, "l3", ["experiment=ablate_lrn", "seed=3"], log="error: training diverged: the loss became nan")
+    return sweep
 
 
-def test_no_results_no_report(tmp_path):
+def test_the_report_pools_seeds_and_compares_with_the_baseline(tmp_path):
+    sweep = _sweep(tmp_path)
+    text = render(summarize(sweep))
+    lines = text.splitlines()
+    baseline = next(line for line in lines if line.startswith("| baseline |"))
+    lrn = next(line for line in lines if line.startswith("| ablate_lrn |") and "Δ" not in line and "±" in line)
+    assert "| 3 | 41.33 ± 1.15 [38.46, 44.20] |" in baseline  # labelled by experiment alone, seeds pooled
+    assert "| 2 | 43.50 ± 0.71 [37.15, 49.85] |" in lrn  # the diverged seed is not pooled
+    delta = next(line for line in lines if line.startswith("| ablate_lrn |") and "paper" not in line and "+1.4" in line)
+    # Seeds 1 and 2 against seeds 1, 2 and 3: not the same seeds, so Welch's interval.
+    assert "| +2.17 [" in delta and "no (Welch)" in delta and "✓ agrees in sign" in delta
+    assert "+1.4 / +1.2" in delta and "Δ +1.4 / +1.2 without LRN (§3.3)" in delta
+    assert "`l3`: training diverged (see its train.log)" in text
+    assert "trainer.max_epochs" not in text  # the same for every job: never part of a label
+
+
+def test_labels_name_the_swept_keys_and_deltas_pair_within_them(tmp_path):
+    sweep = tmp_path / "sweep"
+    for lr, shift in (("0.01", 0.0), ("0.02", 0.1)):
+        for seed, noise in (("1", 0.0), ("2", 0.02)):
+            _job(
+                sweep,
+                f"b{lr}{seed}",
+                ["experiment=baseline", f"seed={seed}", f"optimizer.lr={lr}"],
+                0.4 + shift + noise,
+            )
+            _job(
+                sweep,
+                f"o{lr}{seed}",
+                ["experiment=ablate_overlap", f"seed={seed}", f"optimizer.lr={lr}"],
+                0.41 + shift + noise,
+            )
+    rows = {row.label: row for row in summarize(sweep).rows}
+    assert set(rows) == {f"{e} optimizer.lr={lr}" for e in ("baseline", "ablate_overlap") for lr in ("0.01", "0.02")}
+    for lr in ("0.01", "0.02"):
+        row = rows[f"ablate_overlap optimizer.lr={lr}"]
+        assert row.baseline == f"baseline optimizer.lr={lr}"
+        delta = row.deltas["top-1 error"]
+        assert delta.paired and delta.mean == pytest.approx(1.0) and delta.std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_missing_jobs_of_a_grid_are_listed(tmp_path):
+    sweep = _sweep(tmp_path)
+    (sweep / "b3").rename(tmp_path / "elsewhere")  # seed 3 of the baseline never started
+    summary = summarize(sweep)
+    assert summary.missing == [{"experiment": "baseline", "seed": "3"}]
+    text = render(summary)
+    assert "`experiment=baseline,seed=3`: never started" in text
+    assert f"hydra.sweep.dir={sweep}" in text  # how to finish the sweep
+
+
+def test_write_report_writes_markdown_html_and_json(tmp_path):
+    sweep = _sweep(tmp_path)
+    assert write_report(sweep) == sweep / "report.md"
+    data = json.loads((sweep / "report.json").read_text())
+    assert data["sweep"] == sweep.name and data["swept_keys"] == ["experiment", "seed"]
+    rows = {row[1]: dict(zip(data["columns"], row, strict=True)) for row in data["rows"]}
+    assert rows["ablate_lrn"]["top-1 error"] == pytest.approx(43.5) and rows["ablate_lrn"]["seeds"] == 2
+    assert rows["ablate_lrn"]["paper's Δ top-1"] == 1.4 and rows["baseline"]["agreement"] == "reference"
+    assert data["failed"] == [{"job": "l3", "reason": "training diverged (see its train.log)"}]
+    assert data["figures"] == ["figures/val_top1_per_epoch.png", "figures/deltas.png"]
+    html = (sweep / "report.html").read_text()
+    assert "<table>" in html and "ablate_lrn" in html
+    _assert_embeds(html, [sweep / f for f in data["figures"]])
+
+
+def test_no_jobs_no_report(tmp_path):
     assert write_report(tmp_path) is None
+    result = subprocess.run([sys.executable, "-m", "alexnet.report", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def assert_real_image(path):
+    """A PNG that opens, of a useful size, and not blank: many distinct colours over its area."""
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape[0] > 200 and image.shape[1] > 300, (path, image.shape)
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50, path
+    assert image.std() > 10, path
+
+
+def _assert_embeds(html, figures):
+    embedded = [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+    assert embedded == [f.read_bytes() for f in figures]
+    assert not re.findall(r'(?:src|href)="(?!data:)', html)  # nothing to fetch: it opens offline
+
+
+@pytest.mark.slow
+def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
+    """Two experiments x two seeds on the demo data: report.md/html/json and every figure, drawn and logged."""
+    result = run_cli(
+        "train.py", "-m", "experiment=baseline,ablate_relu", "seed=1,2", "trainer.max_epochs=2", *SHORT, cwd=tmp_path
+    )
+    assert_ok(result)
+    sweep = next((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    runs = [read_wandb_run(f)["run"] for f in sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))]
+    assert len(runs) == 4 and len({r.run_id for r in runs}) == 4 and {r.run_group for r in runs} == {sweep.name}
+    data = json.loads((sweep / "report.json").read_text())  # written when the sweep ended
+    assert [row[1] for row in data["rows"]] == ["baseline", "ablate_relu"] and data["failed"] == []
+    assert data["figures"] == ["figures/val_top1_per_epoch.png", "figures/deltas.png", "figures/fig1_relu_vs_tanh.png"]
+    report = (sweep / "report.md").read_text()
+    assert "| baseline | 2 |" in report and "| ablate_relu | 2 |" in report and "seed=" not in report
+    assert "yes" in report.split("| ablate_relu | ")[2]  # the Δ paired seed by seed
+    assert "(the paper: 6x, on CIFAR-10)" in report
+
+    drawn = subprocess.run(
+        [sys.executable, "-m", "alexnet.figures", str(sweep), "--max-train-images", "16"],
+        cwd=tmp_path, capture_output=True, text=True, env={**_offline_env(), "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    assert_ok(drawn)
+    data = json.loads((sweep / "report.json").read_text())  # the report again, now with the checkpoints' figures
+    per_job = [f for f in data["figures"] if not f.startswith("figures/")]
+    assert len(per_job) == 6 and {f.rsplit("/", 1)[1] for f in per_job} == {
+        "fig3_conv1.png", "fig4_predictions.png", "fig4_neighbours.png"
+    }  # fmt: skip
+    figures = [sweep / f for f in data["figures"]]
+    for figure in figures:
+        assert_real_image(figure)
+    _assert_embeds((sweep / "report.html").read_text(), figures)
+    for job in {f.parent.parent for f in figures if f.parent.parent != sweep}:  # each best seed's W&B run
+        resumed = sorted(job.glob("wandb/offline-run-*/files/media/images/figures/*.png"))
+        assert {p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in resumed} == {
+            "fig3_conv1", "fig4_predictions", "fig4_neighbours"
+        }  # fmt: skip
+
+
+def _offline_env():
+    import os
+
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    return env

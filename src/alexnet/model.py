@@ -148,6 +148,16 @@ class AlexNet(nn.Module):
             x = layer(x)
         return x
 
+    def last_hidden(self, x: Tensor) -> Tensor:
+        """conv1..act7: a (N, 3, 227, 227) image batch to (N, 4096) fc7 activations.
+
+        §6.1 finds the training images most similar to an image by the Euclidean distance of these vectors.
+        """
+        layers = list(self.children())
+        for layer in layers[: layers.index(self.drop7)]:
+            x = layer(x)
+        return x
+
     @torch.no_grad()
     def reset_parameters(self, init: str = "paper") -> None:
         """Initialize every layer the way ``init`` names (see the class docstring)."""

@@ -1,44 +1,38 @@
-"""Results as people read them: a run's test table and worst classes, and a sweep's table next to the paper's claims.
+"""Results as people read them: a run's test table and worst classes, and a sweep's report beside the paper's claims.
 
-A sweep's report is written to ``<sweep dir>/report.md`` when a multirun ends (the Hydra callback
-in ``conf/hydra/default.yaml``), or on demand::
+A sweep's report is written into its folder when a multirun ends (the Hydra callback in
+``conf/hydra/default.yaml``), or on demand::
 
     python -m alexnet.report logs/train/multiruns/<date>_<time>
 
-Jobs that differ only in ``seed`` are one row: the mean and standard deviation
-of their errors. With a baseline row in the sweep (``experiment=baseline``, or no
-experiment), each ablation's change of error is shown beside the paper's claim for it.
+``report.md``, ``report.html`` (self-contained: its figures are embedded, it opens offline) and
+``report.json`` (the table as data, for the W&B dashboard). The statistics are :mod:`alexnet.sweep`'s:
+per row, mean ± std over seeds with a 95% interval; Δ against the baseline with its interval; the
+paper's claim beside it, marked as agreeing in sign or not, and beyond noise when the interval
+excludes 0. The plots go to ``<sweep>/figures/``; the checkpoints' figures (``python -m alexnet.figures``)
+are embedded too once drawn.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import json
-import statistics
+import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from hydra.experimental.callback import Callback
+
+from alexnet.sweep import BASELINES, METRICS, Estimate, Sweep, agreement, summarize, sweep_config
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-# What the paper's claims (ImageNet, alexnet-spec.md) predict for each job, in the
-# report's own terms: the change of top-1 / top-5 error, ablation minus baseline.
-CLAIMS = {
-    "ablate_lrn": "Δ +1.4 / +1.2 without LRN (§3.3)",
-    "ablate_overlap": "Δ +0.4 / +0.3 without overlap (§3.4)",
-    "ablate_towers": "Δ +1.7 / +1.2 with one tower (§3.2)",
-    "ablate_lighting": "Δ over +1 top-1 without PCA lighting (§4.1)",
-    "ablate_dropout": "lower train error, more overfitting; half the iterations to converge (§4.2)",
-    "ablate_relu": "25% train error 6x later with tanh (Figure 1)",
-    "ablate_groups": "(not measured in the paper, §3.2)",
-    "paper": "40.7 / 18.2 on ILSVRC-2012 val (Table 2)",
-    "baseline": "(the reference for Δ)",
-}
-METRICS = ("test/ten_crop_top1_error", "test/ten_crop_top5_error", "test/centre_crop_top1_error")
-BASELINES = ("baseline", "default")  # the same recipe as the ablations; "paper" may differ
+log = logging.getLogger(__name__)
 
 
 def format_results(results: dict[str, float]) -> str:
@@ -63,88 +57,247 @@ def format_test_report(results: dict[str, float], class_errors: Tensor, class_na
     return f"{format_results(results)}\n{format_worst_classes(class_errors, class_names)}"
 
 
-def _job_label(overrides: list[str]) -> str:
-    kept = [o for o in overrides if not o.startswith("seed=")]
-    return " ".join(kept) or "default"
+# Rendering ---------------------------------------------------------------------------------------------
 
 
-def collect(sweep_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Results of every finished job, grouped by their overrides other than the seed."""
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for results in sorted(sweep_dir.glob("*/results.json")):
-        overrides_file = results.parent / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        rows.setdefault(_job_label(overrides), []).append(json.loads(results.read_text()))
-    return rows
-
-
-def _experiment(label: str) -> str:
-    for part in label.split():
-        if part.startswith("experiment="):
-            return part.split("=", 1)[1]
-    return "default"
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
+def _cell(value: Estimate | None) -> str:
+    if value is None:
         return "-"
-    mean = 100 * statistics.fmean(values)
-    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+    if value.std is None:
+        return f"{value.mean:.2f}"
+    return f"{value.mean:.2f} ± {value.std:.2f} [{value.low:.2f}, {value.high:.2f}]"
 
 
-def render(sweep_dir: Path) -> str:
-    """The markdown report of ``sweep_dir``."""
-    rows = collect(sweep_dir)
-    values = {label: [[r[m] for r in runs if m in r] for m in METRICS] for label, runs in rows.items()}
-    top1_mean = {label: statistics.fmean(v[0]) for label, v in values.items() if v[0]}
-    baseline = next((label for label in rows if _experiment(label) in BASELINES), None)
-    lines = [
-        f"# Sweep {sweep_dir.name}",
-        "",
-        "Errors in %, mean ± std over seeds; 10 patches unless marked centre. "
-        "Δ is this job's top-1 error minus the baseline's: positive means the ablated part helped.",
-        "",
-        "| job | seeds | top-1 | top-5 | top-1 (centre) | Δ top-1 vs baseline | paper's claim |",
-        "|---|---|---|---|---|---|---|",
+def _delta_cell(value: Estimate | None) -> str:
+    return "-" if value is None else f"{value.mean:+.2f} {value.interval()}"
+
+
+def error_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
+    header = ["job", "seeds", *METRICS]
+    rows = [[row.label, str(len(row.finished)), *(_cell(row.errors[c]) for c in METRICS)] for row in sweep.rows]
+    return header, rows
+
+
+def delta_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
+    header = ["job", "Δ top-1 [95% CI]", "Δ top-5 [95% CI]", "seeds paired", "paper's Δ", "agreement (top-1)", "claim"]
+    rows = []
+    for row in sweep.rows:
+        top1, top5 = row.deltas.get("top-1 error"), row.deltas.get("top-5 error")
+        claim = row.claim
+        if row.experiment in BASELINES:
+            cells = ["reference", "", "", "", ""]
+        else:
+            paired = "-" if top1 is None else ("yes" if top1.paired else "no (Welch)")
+            paper = claim.delta() if claim and claim.sign else "-"
+            cells = [_delta_cell(top1), _delta_cell(top5), paired, paper, agreement(top1, claim)]
+        rows.append([row.label, *cells, claim.text if claim else ""])
+    return header, rows
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path
+    caption: str
+
+
+def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
+    notes = [
+        "Errors in % on the validation set, 10 patches unless marked centre: mean ± std over seeds "
+        "[95% confidence interval of the mean, Student's t].",
     ]
-    for label, runs in rows.items():
-        top1, top5, centre = values[label]
-        delta = "-"
-        if baseline and label != baseline and label in top1_mean and baseline in top1_mean:
-            delta = f"{100 * (top1_mean[label] - top1_mean[baseline]):+.2f}"
-        claim = CLAIMS.get(_experiment(label), "")
-        lines.append(
-            f"| {label} | {len(runs)} | {_mean_std(top1)} | {_mean_std(top5)} | {_mean_std(centre)} | {delta} | {claim} |"
+    deltas = [
+        "Δ: the row's error minus the baseline's, in percentage points; positive means the ablated part "
+        "helped. Paired seed by seed when both rows ran the same seeds, else Welch's interval. "
+        "Agreement: Δ has the sign the paper's claim implies; beyond noise when its interval excludes 0."
+    ]
+    if not sweep.has_baseline:
+        deltas = ["No baseline in this sweep: add `experiment=baseline` to it to see Δ against the paper's claims."]
+    problems = [f"`{job.folder.name}`: {reason}" for job, reason in sweep.failed]
+    problems += ["`" + ",".join(f"{k}={v}" for k, v in point.items()) + "`: never started" for point in sweep.missing]
+    if problems:
+        problems.append(
+            f"Run the sweep again with `hydra.sweep.dir={sweep.folder}` (same overrides): finished jobs are "
+            "skipped, interrupted ones resume."
         )
-    if baseline is None:
-        lines += ["", "No baseline job in this sweep: add `experiment=baseline` to the sweep to see Δ."]
-    return "\n".join(lines) + "\n"
+    return {"notes": notes, "deltas": deltas, "problems": problems}
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+
+
+def render(sweep: Sweep, figures: list[Figure] = ()) -> str:
+    """The markdown report; figures are linked relative to the sweep folder."""
+    text = _paragraphs(sweep)
+    lines = [f"# Sweep {sweep.folder.name}", "", *text["notes"], "", *_md_table(*error_table(sweep))]
+    lines += ["", "## Against the baseline and the paper", "", *text["deltas"], ""]
+    if sweep.has_baseline:
+        lines += [*_md_table(*delta_table(sweep)), ""]
+    if text["problems"]:
+        lines += ["## Failed or missing jobs", "", *(f"- {p}" for p in text["problems"][:-1]), "", text["problems"][-1]]
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        for figure in figures:
+            lines += [
+                f"![{figure.caption}]({os.path.relpath(figure.path, sweep.folder)})",
+                "",
+                f"*{figure.caption}*",
+                "",
+            ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _code(text: str) -> str:
+    """Markdown's `code` spans as HTML, the rest escaped."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}"
+    "table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;"
+    "text-align:left}th{background:#f3f3f3}figure{margin:1.5rem 0}img{max-width:100%}figcaption{color:#555}"
+)
+
+
+def render_html(sweep: Sweep, figures: list[Figure] = ()) -> str:
+    """The same report as one HTML file that opens offline: each figure is embedded as a data: URI."""
+    text = _paragraphs(sweep)
+    title = f"Sweep {sweep.folder.name}"
+    parts = [f"<h1>{html.escape(title)}</h1>", *(f"<p>{_code(p)}</p>" for p in text["notes"])]
+    parts += [_html_table(*error_table(sweep)), "<h2>Against the baseline and the paper</h2>"]
+    parts += [f"<p>{_code(p)}</p>" for p in text["deltas"]]
+    if sweep.has_baseline:
+        parts.append(_html_table(*delta_table(sweep)))
+    if text["problems"]:
+        items = "".join(f"<li>{_code(p)}</li>" for p in text["problems"][:-1])
+        parts += ["<h2>Failed or missing jobs</h2>", f"<ul>{items}</ul>", f"<p>{_code(text['problems'][-1])}</p>"]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for figure in figures:
+        data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+        caption = html.escape(figure.caption)
+        parts.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+        )
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def _number(value: Estimate | None) -> float | None:
+    return None if value is None else round(value.mean, 4)
+
+
+def report_data(sweep: Sweep, figures: list[Figure] = ()) -> dict[str, Any]:
+    """The report's table as data (``report.json``): what the W&B dashboard and its ``wandb.Table`` show."""
+    columns = ["experiment", "job", "seeds", *METRICS, "Δ top-1", "Δ top-1 95% CI", "Δ top-5", "paper's Δ top-1"]
+    columns.append("agreement")
+    rows = []
+    for row in sweep.rows:
+        top1, top5 = row.deltas.get("top-1 error"), row.deltas.get("top-5 error")
+        claim = row.claim
+        rows.append([
+            row.experiment, row.label, len(row.finished), *(_number(row.errors[c]) for c in METRICS),
+            _number(top1), None if top1 is None or top1.low is None else top1.interval(), _number(top5),
+            claim.top1 if claim else None,
+            "reference" if row.experiment in BASELINES else agreement(top1, claim),
+        ])  # fmt: skip
+    swept = sorted({key for row in sweep.rows for job in row.jobs for key in job.swept})
+    config = sweep_config(sweep.folder)
+    return {
+        "sweep": sweep.folder.name,
+        "project": ((config.get("logger") or {}).get("wandb") or {}).get("project", "alexnet-lab"),
+        "swept_keys": swept,
+        "columns": columns,
+        "rows": rows,
+        "figures": [os.path.relpath(f.path, sweep.folder) for f in figures],
+        "failed": [{"job": job.folder.name, "reason": reason} for job, reason in sweep.failed],
+        "missing": sweep.missing,
+    }
+
+
+def report_figures(sweep: Sweep) -> list[Figure]:
+    """Draw the sweep's own figures (from its logs: cheap) and list them with those already drawn per job."""
+    from alexnet import figures as draw
+
+    out = sweep.folder / "figures"
+    made = [
+        Figure(draw.val_error_per_epoch(sweep.rows, out / "val_top1_per_epoch.png"),
+               "Validation top-1 error per epoch: mean over seeds, band from the lowest to the highest seed"),
+    ]  # fmt: skip
+    if any(row.deltas for row in sweep.rows):
+        caption = "Δ top-1 error against the baseline with its 95% interval; ◆ the paper's claimed Δ"
+        made.append(Figure(draw.deltas(sweep.rows, out / "deltas.png"), caption))
+    speedup = draw.relu_vs_tanh(sweep.rows, out / "fig1_relu_vs_tanh.png")
+    if speedup is not None:
+        made.append(
+            Figure(
+                out / "fig1_relu_vs_tanh.png", f"Figure 1: training error of ReLU (solid) and tanh (dashed). {speedup}"
+            )
+        )
+    for row in sweep.rows:  # drawn by python -m alexnet.figures for the best seed of each experiment
+        best = row.best_job()
+        for name, what in draw.JOB_FIGURES.items():
+            if best is not None and (best.folder / "figures" / name).is_file():
+                made.append(Figure(best.folder / "figures" / name, f"{row.label} (its best seed, {best.seed}): {what}"))
+    return made
 
 
 def write_report(sweep_dir: str | Path) -> Path | None:
-    """Write ``report.md`` into the sweep folder if any job left results; returns its path."""
-    sweep_dir = Path(sweep_dir)
-    if not any(sweep_dir.glob("*/results.json")):
+    """Write ``report.md``, ``report.html`` and ``report.json`` into the sweep folder; None if it has no jobs."""
+    sweep = summarize(sweep_dir)
+    if not sweep.rows:
         return None
-    path = sweep_dir / "report.md"
-    path.write_text(render(sweep_dir))
-    return path
+    figures = report_figures(sweep)
+    folder = sweep.folder
+    _write(folder / "report.json", json.dumps(report_data(sweep, figures), indent=2, ensure_ascii=False) + "\n")
+    _write(folder / "report.html", render_html(sweep, figures))
+    _write(folder / "report.md", render(sweep, figures))
+    return folder / "report.md"
+
+
+def _write(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 class SweepReport(Callback):
     """Hydra callback: the report of a multirun, written when its last job ends."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        path = write_report(config.hydra.sweep.dir)
+        try:
+            path = write_report(config.hydra.sweep.dir)
+        except Exception as error:  # the jobs' results are on disk: python -m alexnet.report can try again
+            log.warning("The sweep report could not be written (%s): python -m alexnet.report %s", error,
+                        config.hydra.sweep.dir)  # fmt: skip
+            return
         if path is not None:
-            print(f"Sweep report: {path}")
+            print(f"Sweep report: {path} (and report.html)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="a folder under logs/train/multiruns")
-    path = write_report(parser.parse_args(argv).sweep_dir)
-    print(path.read_text() if path else "no finished jobs (results.json) in that folder")
+    sweep_dir = parser.parse_args(argv).sweep_dir
+    if not sweep_dir.is_dir():
+        parser.exit(2, f"error: {sweep_dir} is not a folder: pass a sweep's folder under logs/train/multiruns\n")
+    path = write_report(sweep_dir)
+    if path is None:
+        parser.exit(2, f"error: {sweep_dir} holds no jobs (<job>/.hydra/overrides.yaml): is it a sweep's folder?\n")
+    print(path.read_text())
+    print(f"Also {path.with_suffix('.html')} (figures embedded) and {path.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import yaml
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from alexnet.config import current_hydra, in_multirun
@@ -154,3 +155,40 @@ def finish_wandb(loggers: list[Logger], failed: bool = False) -> None:
             continue
         if offline and run_dir is not None:
             log.info("W&B offline run saved; upload it with: wandb sync %s", run_dir)
+
+
+def wandb_run_dirs(folder: str | Path) -> list[Path]:
+    """A run folder's W&B runs, oldest first: ``wandb/run-*`` (online) and ``wandb/offline-run-*``."""
+    root = Path(folder) / "wandb"
+    return sorted([*root.glob("run-*"), *root.glob("offline-run-*")], key=lambda p: p.name.split("-")[-2])
+
+
+def log_images(folder: str | Path, images: list[Path], prefix: str = "figures") -> str | None:
+    """Log image files to the newest W&B run of a run folder, resumed by id in its own mode; its id, or None.
+
+    Never raises: the images are on disk either way. An offline run is resumed offline and
+    uploads with ``wandb sync`` as the run itself does.
+    """
+    runs = wandb_run_dirs(folder)
+    if not runs or not images:
+        return None
+    import wandb
+
+    run_id = runs[-1].name.rsplit("-", 1)[-1]
+    mode = "offline" if runs[-1].name.startswith("offline-") else "online"
+    config = Path(folder) / ".hydra" / "config.yaml"
+    options = (
+        ((yaml.safe_load(config.read_text()) or {}).get("logger") or {}).get("wandb") or {} if config.is_file() else {}
+    )
+    settings = wandb.Settings(init_timeout=30, finish_timeout=60, quiet=True, silent=True)
+    try:
+        run = wandb.init(
+            id=run_id, resume="allow", dir=folder, mode=mode, settings=settings,
+            project=options.get("project") or "alexnet-lab", entity=options.get("entity"),
+        )  # fmt: skip
+        run.log({f"{prefix}/{path.stem}": wandb.Image(str(path), caption=path.stem) for path in images})
+        run.finish()
+    except Exception as error:
+        log.warning("Images not logged to W&B run %s (%s)", run_id, str(error).splitlines()[0] if str(error) else error)
+        return None
+    return run_id

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         """Classes as words where the root has a synset-to-name file, else folder names."""
         words = synset_words(self.root) or {}
         return [words.get(c, c) for c in self.classes]
+
+    def images(self, split: str, transform: Callable | None = None) -> Dataset:
+        """A split's ``(transform(image), label)`` pairs, the image as loaded (PIL): for figures and features."""
+        return self._split(split, transform)
 
     def _split(self, split: str, transform=None) -> datasets.ImageFolder:
         folder = self.root / split
@@ -379,6 +383,10 @@ class PreparedDataModule(ImageFolderDataModule):
     def setup(self, stage: str | None = None) -> None:
         read_manifest(self.root)  # an unprepared or unfinished root says so before its stats are looked for
         super().setup(stage)
+
+    def images(self, split: str, transform: Callable | None = None) -> Dataset:
+        """As the base class's, the images decoded here (uint8 (3, 256, 256)) even with ``decode_on_device``."""
+        return PreparedImages(self.root / split, self.classes, transform)
 
     def _split(self, split: str, transform=None) -> PreparedImages:
         images = PreparedImages(self.root / split, self.classes, transform, decode=not self.decode_on_device)

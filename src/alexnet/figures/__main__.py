@@ -1,0 +1,79 @@
+"""python -m alexnet.figures <run dir | sweep dir>: the paper's Figures 1, 3 and 4, logged to W&B, the report redrawn.
+
+    python -m alexnet.figures logs/train/runs/<time>
+    python -m alexnet.figures logs/train/multiruns/<date>_<time> [--max-train-images N] [--data-root DIR]
+
+Figures 3 and 4 come from a run's best checkpoint, into ``<run>/figures/``; for a sweep, from the best
+seed of each experiment, into that job's ``figures/``, and the sweep's report is written again with them
+embedded (and Figure 1, when the sweep holds ``baseline`` and ``ablate_relu``). Each job's figures are
+logged to its W&B run, online or offline, under ``figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from alexnet.errors import UserError
+from alexnet.figures import job_figures
+from alexnet.report import write_report
+from alexnet.sweep import read_job, read_jobs, summarize
+from alexnet.tracking import log_images
+
+log = logging.getLogger("alexnet.figures")
+
+
+def draw(
+    folder: str | Path, data_root: str | None = None, max_train_images: int | None = 10_000, num_workers: int = 0
+) -> list[Path]:
+    """All figures of a run's folder or a sweep's (and, for a sweep, its report again); the files written."""
+    folder = Path(folder)
+    if not read_jobs(folder):  # a single run
+        if not (folder / ".hydra").is_dir():
+            raise UserError(
+                f"{folder} is neither a run's nor a sweep's folder (no .hydra/): pass one under logs/train/"
+            )
+        made = job_figures(read_job(folder), data_root, max_train_images, num_workers)
+        log_images(folder, made)
+        return made
+    made = []
+    for row in summarize(folder).rows:
+        best = row.best_job()
+        if best is None:
+            log.warning("%s: no finished seed to draw Figures 3 and 4 from", row.label)
+            continue
+        drawn = job_figures(best, data_root, max_train_images, num_workers)
+        log_images(best.folder, drawn)
+        made += drawn
+    report = write_report(folder)  # Figure 1 and the sweep's plots, and every figure embedded in the report
+    log.info("Report with the figures: %s", report.with_suffix(".html"))
+    return made + sorted((folder / "figures").glob("*.png"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m alexnet.figures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "folder", type=Path, help="a run's folder (logs/train/runs/...) or a sweep's (.../multiruns/...)"
+    )
+    parser.add_argument("--data-root", help="where the run's data is now, if it moved (default: where it trained)")
+    parser.add_argument(
+        "--max-train-images", type=int, default=10_000,
+        help="Figure 4's neighbours are searched among this many training images, a fixed sample (0: all)",
+    )  # fmt: skip
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers computing fc7 features")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        made = draw(args.folder, args.data_root, args.max_train_images or None, args.num_workers)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print("\n".join(str(path) for path in made))
+
+
+if __name__ == "__main__":
+    main()
