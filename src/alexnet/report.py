@@ -141,7 +141,7 @@ def render(sweep: Sweep, figures: list[Figure] = ()) -> str:
         lines += ["## Figures", ""]
         for figure in figures:
             lines += [
-                f"![{figure.caption}]({os.path.relpath(figure.path, sweep.folder)})",
+                f"![{figure.caption}](<{os.path.relpath(figure.path, sweep.folder)}>)",
                 "",
                 f"*{figure.caption}*",
                 "",
