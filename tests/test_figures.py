@@ -20,9 +20,11 @@ def test_crossing_interpolates_between_epochs():
 
 
 def test_speedup_in_words():
-    assert speedup(1.0, 6.0, 10.0) == "6.0x sooner"
-    assert speedup(2.0, None, 10.0) == "more than 5.0x sooner (tanh never reached 25%)"  # a lower bound
+    assert speedup(1.0, 6.0, 10.0) == "ReLU at 1.00 epochs, tanh at 6.00: 6.0x sooner"
+    # tanh never got there: a lower bound
+    assert speedup(2.0, None, 10.0, "minutes") == "ReLU at 2.00 minutes, tanh not within 10.00: more than 5.0x sooner"
     assert speedup(None, 3.0, 10.0) == "ReLU did not reach 25%"
+    assert speedup(4.1, None, 3.9, "minutes") == "ReLU at 4.10 minutes, tanh not within its 3.90: no bound"
 
 
 def test_nearest_neighbours_over_batches_equal_a_full_search():

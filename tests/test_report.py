@@ -183,8 +183,11 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     )
     assert_ok(result)
     sweep = next((tmp_path / "logs" / "train" / "multiruns").iterdir())
-    runs = [read_wandb_run(f)["run"] for f in sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))]
+    records = [read_wandb_run(f) for f in sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))]
+    runs = [record["run"] for record in records]
     assert len(runs) == 4 and len({r.run_id for r in runs}) == 4 and {r.run_group for r in runs} == {sweep.name}
+    # Each run names its experiment in its W&B config: what the dashboard groups by.
+    assert sorted(json.loads(r["config"]["experiment"]) for r in records) == ["ablate_relu"] * 2 + ["baseline"] * 2
     data = json.loads((sweep / "report.json").read_text())  # written when the sweep ended
     assert [row[1] for row in data["rows"]] == ["baseline", "ablate_relu"] and data["failed"] == []
     assert data["figures"] == ["figures/val_top1_per_epoch.png", "figures/deltas.png", "figures/fig1_relu_vs_tanh.png"]
@@ -207,6 +210,13 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     for figure in figures:
         assert_real_image(figure)
     _assert_embeds((sweep / "report.html").read_text(), figures)
+    dashboard = subprocess.run(
+        [sys.executable, "-m", "alexnet.dashboard", str(sweep), "--dry-run"], capture_output=True, text=True,
+        env={**_offline_env(), "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    assert_ok(dashboard)
+    workspace = json.loads(dashboard.stdout)["workspace"]
+    assert workspace["spec"]["section"]["runSets"][0]["grouping"] == [{"section": "config", "name": "experiment.value"}]
     for job in {f.parent.parent for f in figures if f.parent.parent != sweep}:  # each best seed's W&B run
         resumed = sorted(job.glob("wandb/offline-run-*/files/media/images/figures/*.png"))
         assert {p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in resumed} == {

@@ -61,11 +61,12 @@ def format_test_report(results: dict[str, float], class_errors: Tensor, class_na
 
 
 def _cell(value: Estimate | None) -> str:
+    """An error in %: mean ± std [the interval, within the 0-100 an error can take]."""
     if value is None:
         return "-"
     if value.std is None:
         return f"{value.mean:.2f}"
-    return f"{value.mean:.2f} ± {value.std:.2f} [{value.low:.2f}, {value.high:.2f}]"
+    return f"{value.mean:.2f} ± {value.std:.2f} [{max(value.low, 0.0):.2f}, {min(value.high, 100.0):.2f}]"
 
 
 def _delta_cell(value: Estimate | None) -> str:
@@ -103,7 +104,7 @@ class Figure:
 def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
     notes = [
         "Errors in % on the validation set, 10 patches unless marked centre: mean ± std over seeds "
-        "[95% confidence interval of the mean, Student's t].",
+        "[95% confidence interval of the mean, Student's t, cut to 0-100].",
     ]
     deltas = [
         "Δ: the row's error minus the baseline's, in percentage points; positive means the ablated part "
@@ -283,8 +284,12 @@ class SweepReport(Callback):
             log.warning("The sweep report could not be written (%s): python -m alexnet.report %s", error,
                         config.hydra.sweep.dir)  # fmt: skip
             return
-        if path is not None:
-            print(f"Sweep report: {path} (and report.html)")
+        if path is None:
+            return
+        print(f"Sweep report: {path} (and report.html)")
+        from alexnet.dashboard import log_report_run  # an online sweep: its table and figures in a W&B run too
+
+        log_report_run(path.parent, json.loads(path.with_suffix(".json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> None:

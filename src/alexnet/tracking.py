@@ -63,6 +63,9 @@ def hydra_run_info() -> dict[str, Any]:
         return {}
     experiment = hydra.runtime.choices.get("experiment") or "default"
     info: dict[str, Any] = {"tags": [experiment, hydra.runtime.choices.get("data", "data")]}
+    # The config group choices, which the resolved config does not name: the dashboard groups runs by them.
+    choices = {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra") and v is not None}
+    info["config"] = {**choices, "experiment": experiment}
     if in_multirun():
         info["group"] = f"{Path(hydra.sweep.dir).name}"
         info["name"] = f"{hydra.job.num}:{experiment}"

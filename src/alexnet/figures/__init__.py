@@ -122,13 +122,15 @@ def crossing(x: Sequence[float], error: Sequence[float], target: float = TARGET_
     return None
 
 
-def speedup(relu: float | None, tanh: float | None, tanh_end: float) -> str:
-    """How many times sooner ReLU reached the target than tanh, in words (a bound if tanh never did)."""
+def speedup(relu: float | None, tanh: float | None, tanh_end: float, unit: str = "epochs") -> str:
+    """Where each reached the target and how many times sooner ReLU did, in words (a bound if tanh never did)."""
     if relu is None:
         return "ReLU did not reach 25%"
+    if tanh is None and tanh_end <= relu:
+        return f"ReLU at {relu:.2f} {unit}, tanh not within its {tanh_end:.2f}: no bound"
     if tanh is None:
-        return f"more than {tanh_end / relu:.1f}x sooner (tanh never reached 25%)"
-    return f"{tanh / relu:.1f}x sooner"
+        return f"ReLU at {relu:.2f} {unit}, tanh not within {tanh_end:.2f}: more than {tanh_end / relu:.1f}x sooner"
+    return f"ReLU at {relu:.2f} {unit}, tanh at {tanh:.2f}: {tanh / relu:.1f}x sooner"
 
 
 def _chance(job: Job) -> float:
@@ -173,20 +175,21 @@ def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
         by_epoch.plot(epochs, percent, style, color="black", label=name)
         found[name] = {"epochs": crossing(epochs, errors), "end_epochs": epochs[-1]}
         if seconds:
-            by_time.plot([s / unit for s in seconds], percent, style, color="black", label=name)
-            found[name] |= {"seconds": crossing(seconds, errors), "end_seconds": seconds[-1]}
-    in_epochs = speedup(found["ReLU"]["epochs"], found["tanh"]["epochs"], found["tanh"]["end_epochs"])
-    line = f"In epochs: {in_epochs}"
-    if "seconds" in found["ReLU"] and "seconds" in found["tanh"]:
-        in_time = speedup(found["ReLU"]["seconds"], found["tanh"]["seconds"], found["tanh"]["end_seconds"])
-        line += f"; in wall-clock time: {in_time}"
+            times = [s / unit for s in seconds]
+            by_time.plot(times, percent, style, color="black", label=name)
+            found[name] |= {"time": crossing(times, errors), "end_time": times[-1]}
+    line = "25% training error: " + speedup(
+        found["ReLU"]["epochs"], found["tanh"]["epochs"], found["tanh"]["end_epochs"]
+    )
+    if "time" in found["ReLU"] and "time" in found["tanh"]:
+        line += "; " + speedup(found["ReLU"]["time"], found["tanh"]["time"], found["tanh"]["end_time"], unit_name)
     line += f" (the paper: {PAPER_SPEEDUP:.0f}x, on CIFAR-10)."
     for axes, xlabel in ((by_epoch, "epochs"), (by_time, f"{unit_name} of training")):
         axes.axhline(100 * TARGET_ERROR, color="tab:red", linewidth=0.8, label="25% training error")
         axes.set(xlabel=xlabel, ylabel="training top-1 error (%)", ylim=(0, None))
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
-    figure.suptitle(f"Figure 1: ReLU (solid) against tanh (dashed). {line}", fontsize=9)
+    figure.suptitle(f"Figure 1: training error of ReLU (solid) and tanh (dashed)\n{line}", fontsize=9)
     _save(figure, path)
     return line
 

@@ -1,0 +1,541 @@
+"""W&B dashboards as code: a sweep's workspace and report, built from its folder.
+
+A sweep's runs share a W&B group (the sweep folder's name), but the W&B UI starts every
+workspace empty: each sweep's filter, grouping and panels would be set up by hand, and
+differently each time. This builds them from the sweep folder instead::
+
+    python -m alexnet.dashboard logs/train/multiruns/<date>_<time> [--entity E] [--project P] [--dry-run]
+
+- a workspace view filtered to the sweep's group, its runs grouped by experiment (mean line,
+  min-max band over seeds), with the sections Errors, Learning rate and throughput, Sweep
+  (parallel coordinates over the swept keys, a run comparer of the differences) and Filters
+  (conv1's kernels, one image per tower);
+- a report with the sweep's table (``report.json``, from ``python -m alexnet.report``), its
+  figures and the same curves. The table and figures reach W&B in a run of the sweep's group
+  with ``job_type="report"`` (:func:`log_report_run`, at the end of an online sweep), which the
+  report shows through panels, so no figure needs a URL.
+
+``--dry-run`` prints both definitions as JSON, what W&B would receive, without the network
+or credentials. Only saving them (and looking up the default entity) talks to W&B.
+
+Where a swept key lives in the W&B config: the module logs the resolved Hydra config under
+``config`` (``seed=1`` is ``config.seed``); a Hydra group choice (``experiment=baseline``,
+``optimizer=sgd``) is not part of the resolved config and is read from a top-level key of
+its name (``experiment``), which the run must log for the grouping to split the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alexnet.errors import USAGE_EXIT_CODE, ConfigError, DataError, UserError, one_line
+from alexnet.sweep import read_jobs, sweep_config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROJECT = "alexnet-lab"
+REPORT_JOB_TYPE = "report"  # the run that holds the sweep's table and figures
+TABLE_KEY = "sweep/report_table"
+FIGURE_PREFIX = "sweep"
+STEP = "trainer/global_step"  # Lightning's step axis in W&B
+EPOCH = "epoch"
+ERROR_METRICS = ("val/top1_error", "val/top5_error", "train/top1_error_epoch", "train/top5_error_epoch")
+LR_KEYS = ("lr-SGD", "lr-Adam")  # LearningRateMonitor logs lr-<optimizer class>
+LR_REGEX = "^lr-"  # and any other optimizer
+THROUGHPUT = "train/device/samples_per_sec"
+LOSS = "train/loss"
+FINAL_METRICS = ("val/top1_error", "test/ten_crop_top1_error")  # the last axes of the parallel coordinates
+MEDIA_KEY = "conv1"  # alexnet.callbacks: conv1's kernels, one image per tower
+SEED_KEY = "seed"
+NEEDS_PACKAGE = 'python -m alexnet.dashboard needs the wandb-workspaces package: pip install -e ".[dashboard]"'
+NO_CREDENTIALS = (
+    "W&B has no credentials: run `wandb login` (or set WANDB_API_KEY), or use --dry-run to see the definitions"
+)
+
+
+class ServerError(Exception):
+    """W&B did not answer or refused to save: reported in one line, exit status 1."""
+
+
+# The sweep folder -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the dashboard needs from a sweep folder."""
+
+    folder: Path
+    group: str  # the W&B group of its runs: the folder's name
+    project: str
+    entity: str | None  # None: the W&B default entity, looked up when saving
+    config_keys: dict[str, str]  # swept Hydra key -> its path in the runs' W&B config
+    group_by: list[str]  # W&B config paths the runs are grouped by (all swept keys but the seed)
+    jobs: int
+    report: dict[str, Any]  # report.json
+    figures: list[tuple[Path, str]]  # (PNG file, W&B key in the report run)
+
+
+def wandb_options(sweep_dir: str | Path) -> dict[str, Any]:
+    """The sweep's ``logger.wandb`` settings from its ``multirun.yaml`` ({} if none)."""
+    return (sweep_config(sweep_dir).get("logger") or {}).get("wandb") or {}
+
+
+def config_groups(sweep_dir: str | Path) -> set[str]:
+    """The Hydra config groups of the sweep (``experiment``, ``optimizer``, ...), whose choices are names, not values."""
+    choices = ((sweep_config(sweep_dir).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    return {key for key in choices if not key.startswith("hydra")} | {"experiment"}
+
+
+def wandb_config_key(key: str, groups: set[str]) -> str:
+    """Where a swept Hydra key is in a run's W&B config: ``seed`` -> ``config.seed``, ``experiment`` -> ``experiment``."""
+    key = key.lstrip("+~")
+    return key if key in groups else f"config.{key}"
+
+
+def figure_key(relative: str | Path) -> str:
+    """The W&B key of a report figure: ``figures/deltas.png`` -> ``sweep/deltas``,
+    ``<job>/figures/fig3_conv1.png`` -> ``sweep/<job>/fig3_conv1`` (each job draws the same names)."""
+    parts = [part for part in Path(relative).with_suffix("").parts if part not in ("figures", "..", ".")]
+    return "/".join([FIGURE_PREFIX, *(re.sub(r"[^\w.=,+-]", "_", part) for part in parts)])
+
+
+def report_figures(sweep_dir: str | Path, report: dict[str, Any]) -> list[tuple[Path, str]]:
+    """The report's figures that exist on disk, with their W&B keys."""
+    folder = Path(sweep_dir)
+    found = [(folder / name, figure_key(name)) for name in report.get("figures") or []]
+    return [(path, key) for path, key in found if path.is_file()]
+
+
+def read_report(sweep_dir: str | Path) -> dict[str, Any]:
+    """The sweep's ``report.json``; a user error if it is missing or not a report."""
+    path = Path(sweep_dir) / "report.json"
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run `python -m alexnet.report {sweep_dir}` first")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"{path} cannot be read ({one_line(error)}): run `python -m alexnet.report {sweep_dir}`"
+        ) from error
+    if not isinstance(report, dict) or not isinstance(report.get("columns"), list):
+        raise DataError(f"{path} holds no table: run `python -m alexnet.report {sweep_dir}` again")
+    return report
+
+
+def read_sweep(sweep_dir: str | Path, entity: str | None = None, project: str | None = None) -> Sweep:
+    """The sweep folder's group, project, swept keys, table and figures."""
+    folder = Path(sweep_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder: pass a sweep's folder under logs/train/multiruns")
+    report = read_report(folder)
+    options = wandb_options(folder)
+    jobs = read_jobs(folder)
+    swept = list(report.get("swept_keys") or sorted({key for job in jobs for key in job.swept}))
+    groups = config_groups(folder)
+    config_keys = {key: wandb_config_key(key, groups) for key in swept}
+    group_by = [path for key, path in config_keys.items() if key != SEED_KEY] or [
+        wandb_config_key("experiment", groups)
+    ]
+    return Sweep(
+        folder=folder,
+        group=str(report.get("sweep") or folder.resolve().name),
+        project=project or options.get("project") or report.get("project") or DEFAULT_PROJECT,
+        entity=entity or options.get("entity"),
+        config_keys=config_keys,
+        group_by=group_by,
+        jobs=len(jobs),
+        report=report,
+        figures=report_figures(folder, report),
+    )
+
+
+# The definitions ------------------------------------------------------------------------------------------
+
+
+def _workspaces() -> tuple[Any, Any]:
+    """``wandb_workspaces.workspaces`` and ``reports.v2``: an optional extra."""
+    try:
+        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.workspaces as ws
+    except ImportError as error:
+        raise ConfigError(NEEDS_PACKAGE) from error
+    return ws, wr
+
+
+def _group_filter(sweep: Sweep, job_type: str | None = None) -> str:
+    text = f"Metric('Group') == {sweep.group!r}"
+    return text + (f" and Metric('JobType') == {job_type!r}" if job_type else "")
+
+
+def _line(wr: Any, sweep: Sweep, y: list[str], x: str, title: str, **kwargs: Any) -> Any:
+    """A line plot of the runs grouped as the sweep is: mean over seeds, band from the lowest to the highest."""
+    group = wr.Config(sweep.group_by[0]) if len(sweep.group_by) == 1 else None  # else the runs table's grouping
+    return wr.LinePlot(
+        title=title,
+        x=x,
+        y=y,
+        title_x=x,
+        groupby=group,
+        aggregate=True,
+        groupby_aggfunc="mean",
+        groupby_rangefunc="minmax",
+        smoothing_type="none",
+        layout=wr.Layout(w=12, h=8),
+        **kwargs,
+    )
+
+
+def error_panels(wr: Any, sweep: Sweep) -> list[Any]:
+    return [_line(wr, sweep, [metric], EPOCH, metric) for metric in ERROR_METRICS]
+
+
+def training_panels(wr: Any, sweep: Sweep) -> list[Any]:
+    return [
+        _line(wr, sweep, list(LR_KEYS), STEP, "learning rate", metric_regex=LR_REGEX),
+        _line(wr, sweep, [THROUGHPUT], STEP, "training samples per second (device time)"),
+        _line(wr, sweep, [LOSS], STEP, LOSS),
+    ]
+
+
+def sweep_panels(wr: Any, sweep: Sweep) -> list[Any]:
+    """Parallel coordinates from the swept keys to the final errors, and the runs' differences."""
+    columns = [
+        wr.ParallelCoordinatesPlotColumn(metric=wr.Config(path), display_name=key)
+        for key, path in sweep.config_keys.items()
+    ]
+    columns += [wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(m), display_name=m) for m in FINAL_METRICS]
+    return [
+        wr.ParallelCoordinatesPlot(title="swept keys -> final error", columns=columns, layout=wr.Layout(w=24, h=10)),
+        wr.RunComparer(diff_only="split", layout=wr.Layout(w=24, h=12)),
+    ]
+
+
+def filter_panels(wr: Any) -> list[Any]:
+    return [
+        wr.MediaBrowser(
+            title="conv1 kernels, one image per tower", media_keys=[MEDIA_KEY], layout=wr.Layout(w=24, h=12)
+        )
+    ]
+
+
+def _column(path: str) -> str:
+    """A runs table column of a config path: ``config.seed`` -> ``config:config.value.seed``."""
+    first, _, rest = path.partition(".")
+    return f"config:{first}.value" + (f".{rest}" if rest else "")
+
+
+def build_workspace(sweep: Sweep, entity: str | None) -> Any:
+    """The sweep's workspace view: its group, grouped by experiment, four sections of panels."""
+    ws, wr = _workspaces()
+    sections = [
+        ("Errors", error_panels(wr, sweep), 2),
+        ("Learning rate and throughput", training_panels(wr, sweep), 3),
+        ("Sweep", sweep_panels(wr, sweep), 1),
+        ("Filters", filter_panels(wr), 1),
+    ]
+    pinned = [_column(path) for path in sweep.config_keys.values()] + [f"summary:{m}" for m in FINAL_METRICS]
+    return ws.Workspace(
+        entity=entity or "",
+        project=sweep.project,
+        name=f"Sweep {sweep.group}",
+        sections=[
+            ws.Section(
+                name=name, panels=panels, is_open=True, layout_settings=ws.SectionLayoutSettings(columns=columns)
+            )
+            for name, panels, columns in sections
+        ],
+        settings=ws.WorkspaceSettings(smoothing_type="none", max_runs=max(10, sweep.jobs + 1)),
+        runset_settings=ws.RunsetSettings(
+            filters=_group_filter(sweep),
+            groupby=[ws.Config(path) for path in sweep.group_by],
+            pinned_columns=pinned,
+        ),
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(columns: list[Any], rows: list[list[Any]]) -> str:
+    """``report.json``'s table in markdown; empty cells as "-", numbers to two decimals."""
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows])
+
+
+def _problems(report: dict[str, Any]) -> list[str]:
+    problems = [f"`{item.get('job')}`: {item.get('reason')}" for item in report.get("failed") or []]
+    for point in report.get("missing") or []:
+        name = ",".join(f"{k}={v}" for k, v in point.items()) if isinstance(point, dict) else str(point)
+        problems.append(f"`{name}`: never started")
+    return problems
+
+
+def build_report(sweep: Sweep, entity: str | None) -> Any:
+    """The sweep's report: its table, its figures, its curves and the swept keys against the error.
+
+    The run sets name no project (the report's own); :func:`publish` points them at it before saving,
+    which looks the project up on the server.
+    """
+    _, wr = _workspaces()
+
+    def runs() -> Any:  # each grid its own run set
+        return wr.Runset(
+            name=f"Sweep {sweep.group}",
+            filters=_group_filter(sweep),
+            groupby=[f"config.{path}" for path in sweep.group_by],
+        )
+
+    def report_run() -> Any:
+        return wr.Runset(name="Sweep report run", filters=_group_filter(sweep, REPORT_JOB_TYPE))
+
+    report = sweep.report
+    swept = ", ".join(f"`{key}`" for key in sweep.config_keys) or "nothing"
+    intro = (
+        f"The runs of the Hydra multirun `{sweep.folder.name}` (W&B group `{sweep.group}`, {sweep.jobs} jobs), "
+        f"swept over {swept}. Curves: mean over the seeds of each "
+        f"{' / '.join(f'`{path}`' for path in sweep.group_by)}, band from the lowest to the highest seed.\n\n"
+        f"The table is the sweep's `report.md` (`python -m alexnet.report`). The sortable table and the figures "
+        f"below come from the sweep's run with job type `{REPORT_JOB_TYPE}`, logged when an online sweep ends "
+        "(or by `python -m alexnet.dashboard`)."
+    )
+    blocks: list[Any] = [wr.MarkdownBlock(text=intro), wr.H2(text="Results")]
+    blocks.append(wr.MarkdownBlock(text=markdown_table(report.get("columns") or [], report.get("rows") or [])))
+    blocks.append(
+        wr.PanelGrid(
+            runsets=[report_run()],
+            panels=[wr.WeavePanelSummaryTable(table_name=TABLE_KEY, layout=wr.Layout(w=24, h=10))],
+        )
+    )
+    if sweep.figures:
+        figures = [
+            wr.MediaBrowser(title=str(path.relative_to(sweep.folder)), media_keys=[key], layout=wr.Layout(w=12, h=10))
+            for path, key in sweep.figures
+        ]
+        blocks += [wr.H2(text="Figures"), wr.PanelGrid(runsets=[report_run()], panels=figures)]
+    blocks += [wr.H2(text="Errors per epoch"), wr.PanelGrid(runsets=[runs()], panels=error_panels(wr, sweep))]
+    blocks += [
+        wr.H2(text="Learning rate and throughput"),
+        wr.PanelGrid(runsets=[runs()], panels=training_panels(wr, sweep)),
+    ]
+    blocks += [wr.H2(text="The swept keys"), wr.PanelGrid(runsets=[runs()], panels=sweep_panels(wr, sweep))]
+    blocks += [wr.H2(text="conv1 filters"), wr.PanelGrid(runsets=[runs()], panels=filter_panels(wr))]
+    problems = _problems(report)
+    if problems:
+        blocks += [wr.H2(text="Failed or missing jobs"), wr.MarkdownBlock(text="\n".join(f"- {p}" for p in problems))]
+    return wr.Report(
+        entity=entity or "",
+        project=sweep.project,
+        title=f"Sweep {sweep.group}"[:128],
+        description=f"{len(report.get('rows') or [])} rows, swept over {', '.join(sweep.config_keys) or 'nothing'}",
+        blocks=blocks,
+        width="fluid",
+    )
+
+
+def definitions(sweep: Sweep) -> dict[str, Any]:
+    """The workspace and report as W&B would receive them (their specs), built without the network."""
+    workspace = (
+        build_workspace(sweep, sweep.entity)._to_model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
+    report = build_report(sweep, sweep.entity)._to_model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    if sweep.entity is None:  # W&B's default entity, known once logged in
+        workspace["entity"] = report["project"]["entityName"] = None
+    return {
+        "entity": sweep.entity,
+        "project": sweep.project,
+        "group": sweep.group,
+        "workspace": workspace,
+        "report": report,
+    }
+
+
+# Saving ---------------------------------------------------------------------------------------------------
+
+
+def _host() -> str:
+    """The W&B server's URL, as ``wandb.Api()`` finds it (``WANDB_BASE_URL``, then the settings files)."""
+    from wandb import env
+    from wandb.sdk import wandb_setup
+
+    return env.get_base_url(wandb_setup.singleton().settings.base_url).rstrip("/")
+
+
+def wandb_credentials() -> bool:
+    """True if W&B has credentials for its server (``WANDB_API_KEY``, an identity token, netrc, settings).
+
+    Found as ``wandb.Api()`` finds them, but never prompts and never asks the server.
+    """
+    try:
+        from wandb.sdk.lib import wbauth
+    except ImportError:  # an older wandb: the project's own check
+        from alexnet.tracking import wandb_logged_in
+
+        return wandb_logged_in()
+    try:
+        auth = wbauth.authenticate_session(host=_host(), source="alexnet.dashboard", prompt=False, update_session=False)
+    except Exception as error:  # a malformed key, or both WANDB_API_KEY and WANDB_IDENTITY_TOKEN_FILE
+        raise ConfigError(f"W&B credentials are not usable ({one_line(error)}): run `wandb login --relogin`") from error
+    return auth is not None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _server_error(what: str, error: BaseException) -> ServerError:
+    return ServerError(
+        f"W&B could not {what} ({_first_line(error)}): check that {_host()} is reachable and the credentials "
+        "are valid (`wandb login --relogin`), or use --dry-run to see the definitions"
+    )
+
+
+def publish(sweep: Sweep) -> tuple[str, str]:
+    """Save the workspace and the report to W&B; their URLs.
+
+    Each call creates a new workspace view and a new report. If the sweep folder has no online
+    report run (an offline sweep synced later), it is logged first, so the report shows the figures.
+    """
+    _workspaces()
+    if not wandb_credentials():
+        raise ConfigError(NO_CREDENTIALS)
+    import wandb
+
+    try:
+        api = wandb.Api()  # checks the key with the server: at most WANDB_HTTP_TIMEOUT (19 s) when it is down
+        entity = sweep.entity or api.default_entity
+    except Exception as error:
+        raise _server_error("check the credentials", error) from error
+    if not entity:
+        raise ConfigError("W&B has no default entity for this login: pass --entity <user or team>")
+    if not any((sweep.folder / "wandb").glob("run-*")):
+        log_report_run(sweep.folder, sweep.report, mode="online")
+    workspace = build_workspace(sweep, entity)
+    report = build_report(sweep, entity)
+    for block in report.blocks:  # run sets in the report's project (looked up when saved)
+        for runset in getattr(block, "runsets", None) or []:
+            runset.entity, runset.project = entity, sweep.project
+    try:
+        workspace.save()
+        report.save()
+        return workspace.url, report.url
+    except Exception as error:
+        raise _server_error(f"save the dashboard to {entity}/{sweep.project}", error) from error
+
+
+# The report run -------------------------------------------------------------------------------------------
+
+
+def online_sweep(sweep_dir: str | Path) -> bool:
+    """True if a job of the sweep logged to W&B online (``<job>/wandb/run-*``, not ``offline-run-*``)."""
+    return any(path.is_dir() for path in Path(sweep_dir).glob("*/wandb/run-*"))
+
+
+def log_report_run(sweep_dir: str | Path, report: dict[str, Any], mode: str | None = None) -> str | None:
+    """Log the sweep's table and figures to a W&B run of its group with job type "report"; its id, or None.
+
+    ``mode`` None (the Hydra callback's call): only for an online sweep, online if W&B has
+    credentials (``WANDB_MODE`` wins), and offline if the server does not answer within 30 s, for
+    ``wandb sync`` to upload; ``mode`` "online" (the command's call): online, whatever the sweep was.
+    The table is ``sweep/report_table`` (a ``wandb.Table``), each figure ``sweep/<name>`` or
+    ``sweep/<job>/<name>`` (:func:`figure_key`, a ``wandb.Image``): what the dashboard's report shows.
+    Never raises: the report is on disk either way.
+    """
+    folder = Path(sweep_dir)
+    if mode is None and not online_sweep(folder):
+        return None
+    try:
+        import wandb
+
+        from alexnet.tracking import resolve_mode
+
+        attempts = [mode] if mode else [resolve_mode("auto")]
+        if attempts[0] == "disabled":
+            return None
+        if mode is None and attempts[0] == "online":
+            attempts.append("offline")
+        options = wandb_options(folder)
+        group = str(report.get("sweep") or folder.resolve().name)
+        table = wandb.Table(
+            columns=[str(c) for c in report["columns"]],
+            data=[list(row) for row in report["rows"]],
+            allow_mixed_types=True,
+        )
+        data = {TABLE_KEY: table}
+        data |= {
+            key: wandb.Image(str(path), caption=str(path.relative_to(folder)))
+            for path, key in report_figures(folder, report)
+        }
+    except Exception as error:
+        log.warning("The sweep's report run was not logged to W&B (%s)", one_line(error))
+        return None
+    for attempt in attempts:
+        settings = wandb.Settings(init_timeout=30, finish_timeout=60, quiet=True, silent=True)
+        try:
+            run = wandb.init(
+                project=options.get("project") or report.get("project") or DEFAULT_PROJECT,
+                entity=options.get("entity"),
+                group=group,
+                job_type=REPORT_JOB_TYPE,
+                name=REPORT_JOB_TYPE,
+                tags=[REPORT_JOB_TYPE],
+                config={"sweep": group, "swept_keys": report.get("swept_keys") or []},
+                dir=str(folder),
+                mode=attempt,
+                settings=settings,
+            )
+            run.log(data)
+            run.finish()
+        except Exception as error:
+            log.warning("The sweep's report run was not logged to W&B in %s mode (%s)", attempt, one_line(error))
+            continue
+        if attempt == "offline":
+            log.info("The sweep's report run is saved offline; upload it with: wandb sync %s", folder / "wandb")
+        return run.id
+    return None
+
+
+# The command ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a folder under logs/train/multiruns")
+    parser.add_argument("--entity", help="W&B user or team (default: logger.wandb.entity, else your default entity)")
+    parser.add_argument("--project", help="W&B project (default: the sweep's logger.wandb.project)")
+    parser.add_argument("--dry-run", action="store_true", help="print the definitions as JSON; no network")
+    args = parser.parse_args(argv)
+    try:
+        sweep = read_sweep(args.sweep_dir, entity=args.entity, project=args.project)
+        if args.dry_run:
+            print(json.dumps(definitions(sweep), indent=2, ensure_ascii=False))
+            return
+        workspace_url, report_url = publish(sweep)
+    except ServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: at exit wandb waits for its service process, which retries the failed
+        # request for many minutes. That process ends with this one.
+        os._exit(1)
+    except UserError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_CODE)
+    print(f"Workspace: {workspace_url}\nReport: {report_url}")
+
+
+if __name__ == "__main__":
+    main()
