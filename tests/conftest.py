@@ -78,6 +78,14 @@ def run_cli(script: str, *overrides: str, cwd: Path, env: dict | None = None) ->
     )
 
 
+def run_module(module: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m <module> args`` (alexnet.report, .figures, .dashboard) as run_cli runs the scripts: W&B offline."""
+    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT / "src")}
+    environment.pop("WANDB_API_KEY", None)
+    command = [sys.executable, "-m", module, *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=900)
+
+
 def assert_ok(result: subprocess.CompletedProcess) -> None:
     """The command succeeded; otherwise show the end of its output."""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]

@@ -197,7 +197,7 @@ def test_optuna_sweep_tunes_lr_and_weight_decay(workdir):
     sweep = sorted((workdir / "logs" / "train" / "multiruns").iterdir())[-1]
     best = (sweep / "optimization_results.yaml").read_text()
     assert "optimizer.lr" in best and "optimizer.weight_decay" in best and "best_value" in best
-    lrs = {(job / ".hydra" / "overrides.yaml").read_text() for job in sweep.iterdir() if job.is_dir()}
+    lrs = {overrides.read_text() for overrides in sweep.glob("*/.hydra/overrides.yaml")}
     assert len(lrs) == 2  # two different trials
     import optuna
 

@@ -171,7 +171,7 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_interrupted_one(t
     assert (first / "results.json").stat().st_mtime_ns == finished  # not run again
     assert (second / "results.json").exists()
     report = (sweep / "report.md").read_text()
-    assert "experiment=baseline" in report and "experiment=ablate_lrn" in report
+    assert "| baseline | 1 |" in report and "| ablate_lrn | 1 |" in report  # both jobs, finished
 
 
 def test_a_loss_far_above_its_running_mean_is_reported(caplog):

@@ -1,13 +1,7 @@
 """The figures' arithmetic: where a curve reaches 25%, the speed-up, the nearest neighbours of Figure 4."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import ROOT, SHORT, assert_ok, run_cli
-from test_report import assert_real_image
 
 from alexnet.figures import crossing, nearest_neighbours, speedup
 from alexnet.model import AlexNet
@@ -50,32 +44,3 @@ def test_last_hidden_is_fc7_after_its_relu():
     assert hidden.shape == (2, 4096) and (hidden >= 0).all()
     with torch.no_grad():
         assert torch.allclose(model.fc8(hidden), model(x), atol=1e-5)  # fc8 of it is the net's output
-
-
-def _figures(*args, cwd):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT / "src")}
-    env.pop("WANDB_API_KEY", None)
-    command = [sys.executable, "-m", "alexnet.figures", *map(str, args)]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.mark.slow
-def test_the_figures_of_one_run_are_drawn_from_its_best_checkpoint_and_logged(tmp_path):
-    assert_ok(run_cli("train.py", "trainer.max_epochs=1", *SHORT, cwd=tmp_path))
-    run = next((tmp_path / "logs" / "train" / "runs").iterdir())
-    result = _figures(run, "--max-train-images", "8", cwd=tmp_path)
-    assert_ok(result)
-    drawn = ["fig3_conv1.png", "fig4_predictions.png", "fig4_neighbours.png"]
-    assert sorted(p.name for p in (run / "figures").iterdir()) == sorted(drawn)
-    for name in drawn:
-        assert_real_image(run / "figures" / name)
-    first, resumed = sorted((run / "wandb").glob("offline-run-*"))  # the run's W&B run, resumed by id
-    assert first.name.rsplit("-", 1)[1] == resumed.name.rsplit("-", 1)[1]
-    logged = sorted(p.name.rsplit("_", 2)[0] for p in resumed.glob("files/media/images/figures/*.png"))
-    assert logged == sorted(name.removesuffix(".png") for name in drawn)
-    # The data moved: one line that says where to point it.
-    (tmp_path / "data").rename(tmp_path / "moved")
-    result = _figures(run, cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: the run's data ") and "--data-root" in result.stderr
-    assert_ok(_figures(run, "--data-root", tmp_path / "moved" / "shapes", "--max-train-images", "8", cwd=tmp_path))

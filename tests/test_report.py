@@ -3,13 +3,11 @@
 import base64
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, SHORT, assert_ok, run_cli
+from conftest import SHORT, assert_ok, run_cli, run_module
 from PIL import Image
 from wandb_records import summarize as read_wandb_run
 
@@ -157,7 +155,7 @@ def test_write_report_writes_markdown_html_and_json(tmp_path):
 
 def test_no_jobs_no_report(tmp_path):
     assert write_report(tmp_path) is None
-    result = subprocess.run([sys.executable, "-m", "alexnet.report", str(tmp_path)], capture_output=True, text=True)
+    result = run_module("alexnet.report", tmp_path, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 
@@ -196,11 +194,22 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     assert "yes" in report.split("| ablate_relu | ")[2]  # the Δ paired seed by seed
     assert "(the paper: 6x, on CIFAR-10)" in report
 
-    drawn = subprocess.run(
-        [sys.executable, "-m", "alexnet.figures", str(sweep), "--max-train-images", "16"],
-        cwd=tmp_path, capture_output=True, text=True, env={**_offline_env(), "PYTHONPATH": str(ROOT / "src")},
-    )  # fmt: skip
-    assert_ok(drawn)
+    # One job's folder is a run's: its figures, from its best checkpoint, logged to its W&B run resumed by id.
+    job = sorted(sweep.glob("*/results.json"))[0].parent
+    assert_ok(run_module("alexnet.figures", job, "--max-train-images", "8", cwd=tmp_path))
+    drawn = ["fig3_conv1.png", "fig4_neighbours.png", "fig4_predictions.png"]
+    assert sorted(p.name for p in (job / "figures").iterdir()) == drawn
+    first, resumed = sorted((job / "wandb").glob("offline-run-*"))
+    assert first.name.rsplit("-", 1)[1] == resumed.name.rsplit("-", 1)[1]  # the same run id
+    logged = sorted(p.name.rsplit("_", 2)[0] + ".png" for p in resumed.glob("files/media/images/figures/*.png"))
+    assert logged == drawn
+    # The data moved: one line that names the option to point at it.
+    (tmp_path / "data").rename(tmp_path / "moved")
+    moved = run_module("alexnet.figures", job, cwd=tmp_path)
+    assert moved.returncode == 2 and moved.stderr.startswith("error: the run's data ") and "--data-root" in moved.stderr
+    (tmp_path / "moved").rename(tmp_path / "data")
+    # The sweep: the best seed of each experiment, and the report again.
+    assert_ok(run_module("alexnet.figures", sweep, "--max-train-images", "16", cwd=tmp_path))
     data = json.loads((sweep / "report.json").read_text())  # the report again, now with the checkpoints' figures
     per_job = [f for f in data["figures"] if not f.startswith("figures/")]
     assert len(per_job) == 6 and {f.rsplit("/", 1)[1] for f in per_job} == {
@@ -210,23 +219,10 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     for figure in figures:
         assert_real_image(figure)
     _assert_embeds((sweep / "report.html").read_text(), figures)
-    dashboard = subprocess.run(
-        [sys.executable, "-m", "alexnet.dashboard", str(sweep), "--dry-run"], capture_output=True, text=True,
-        env={**_offline_env(), "PYTHONPATH": str(ROOT / "src")},
-    )  # fmt: skip
+    dashboard = run_module("alexnet.dashboard", sweep, "--dry-run", cwd=tmp_path)
     assert_ok(dashboard)
     workspace = json.loads(dashboard.stdout)["workspace"]
     assert workspace["spec"]["section"]["runSets"][0]["grouping"] == [{"section": "config", "name": "experiment.value"}]
     for job in {f.parent.parent for f in figures if f.parent.parent != sweep}:  # each best seed's W&B run
         resumed = sorted(job.glob("wandb/offline-run-*/files/media/images/figures/*.png"))
-        assert {p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in resumed} == {
-            "fig3_conv1", "fig4_predictions", "fig4_neighbours"
-        }  # fmt: skip
-
-
-def _offline_env():
-    import os
-
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env.pop("WANDB_API_KEY", None)
-    return env
+        assert {p.name.rsplit("_", 2)[0] + ".png" for p in resumed} == set(drawn)
