@@ -133,11 +133,18 @@ def test_the_workspace_shows_the_sweeps_group_grouped_by_experiment(dry_run):
     section = dry_run["workspace"]["spec"]["section"]
     (runset,) = section["runSets"]
     assert runset["filters"]["filters"] == [
-        {"key": {"section": "run", "name": "group"}, "op": "=", "value": SWEEP, "disabled": False}
-    ]
+        {"key": {"section": "run", "name": "group"}, "op": "=", "value": SWEEP, "disabled": False},
+        {
+            "key": {"section": "run", "name": "jobType"},
+            "op": "=",
+            "value": "train",
+            "disabled": False,
+            "connector": "AND",
+        },
+    ]  # the training runs only: not the sweep's report run or the figures of offline runs
     assert runset["grouping"] == [{"section": "config", "name": "experiment.value"}]
     assert section["settings"]["shouldAutoGeneratePanels"] is False  # only the panels below
-    assert section["settings"]["maxRuns"] >= 5  # the 4 jobs and the report run
+    assert section["settings"]["maxRuns"] >= 4  # the 4 jobs
     assert "config:config.value.seed" in runset["runFeed"]["columnPinned"]
 
 
@@ -174,7 +181,7 @@ def test_the_workspace_sections_hold_their_panels(dry_run):
         "summary:val/top1_error",
         "summary:test/ten_crop_top1_error",
     ]
-    assert comparer["viewType"] == "Run Comparer" and comparer["config"]["diffOnly"] == "split"
+    assert comparer["viewType"] == "Run Comparer" and comparer["config"]["diffOnly"] is True
     (media,) = sections["Filters"]
     assert media["viewType"] == "Media Browser" and media["config"]["mediaKeys"] == ["conv1"]
 
@@ -209,7 +216,7 @@ def test_the_report_holds_the_table_the_figures_and_the_curves(dry_run):
     on_runs = [g for g in grids if g not in on_report_run]
     for grid in on_runs:  # the sweep's runs, grouped by experiment
         (runset,) = grid["runSets"]
-        assert [f["value"] for f in runset["filters"]["filters"]] == [SWEEP]
+        assert [f["value"] for f in runset["filters"]["filters"]] == [SWEEP, "train"]
         assert runset["grouping"] == [{"section": "config", "name": "experiment.value"}]
     panels = [p for g in on_runs for p in g["panelBankSectionConfig"]["panels"]]
     metrics = {m for p in panels for m in p["config"].get("metrics", [])}

@@ -48,7 +48,7 @@ def test_welch_interval_on_hand_made_numbers():
     df = (4 / 3) ** 2 / (1**2 / 1 + (1 / 3) ** 2 / 2)  # Welch-Satterthwaite: 1.68
     assert delta.mean == pytest.approx(3.0) and delta.std == pytest.approx(se)
     assert delta.high - delta.mean == pytest.approx(t_975(df) * se)
-    assert 1 < df < 2 and 4.303 < t_975(df) < 12.706
+    assert 1 < df < 2 and 5.177 <= t_975(df) <= 5.177 * 1.03  # scipy: t(0.975, 1.684) = 5.177
 
 
 def test_agreement_marks():
@@ -153,6 +153,42 @@ def test_write_report_writes_markdown_html_and_json(tmp_path):
     _assert_embeds(html, [sweep / f for f in data["figures"]])
 
 
+def test_odd_sweeps_still_get_a_report(tmp_path):
+    """One seed each, a NaN written by an older run, no test results: rows and marks that say so."""
+    sweep = tmp_path / "sweep"
+    _job(sweep, "b", ["experiment=baseline"], 0.40)
+    _job(sweep, "l", ["experiment=ablate_lrn"], 0.42)
+    _job(sweep, "o", ["experiment=ablate_overlap"], float("nan"))
+    rows = {row.label: row for row in summarize(sweep).rows}
+    assert rows["ablate_overlap"].errors["top-1 error"] is None and rows["ablate_overlap"].best_job() is None
+    text = render(summarize(sweep))
+    assert "| +2.00 - |" in text and "| one seed |" in text and "no interval from one seed" in text
+    for job in sweep.iterdir():  # test=false: only the best validation error
+        (job / "results.json").write_text(json.dumps({"best/val_top1_error": 0.3, "val/top1_error": 0.35}))
+    untested = summarize(sweep)
+    assert list(untested.metrics) == ["top-1 error"] and untested.rows[0].errors["top-1 error"].mean == 30.0
+    assert "No job was tested (`test=false`)" in render(untested)
+
+
+def test_the_same_delta_for_every_seed_is_not_called_beyond_noise():
+    same = difference({"1": 42.0, "2": 43.0}, {"1": 40.0, "2": 41.0})
+    assert same.paired and same.low == same.high == pytest.approx(2.0)
+    assert (
+        agreement(same, CLAIMS["ablate_lrn"])
+        == "✓ agrees in sign; the same Δ for every seed (no spread to judge noise by)"
+    )
+
+
+def test_the_best_checkpoint_is_found_by_its_score_even_with_lightnings_version_suffix(tmp_path):
+    from alexnet.sweep import Job, best_checkpoint
+
+    folder = tmp_path / "job" / "checkpoints"
+    folder.mkdir(parents=True)
+    for name in ("last.ckpt", "epoch_000-top1_error_0.5000.ckpt", "epoch_001-top1_error_0.2500-v1.ckpt"):
+        (folder / name).write_bytes(b"")
+    assert best_checkpoint(Job(tmp_path / "job", {})) == folder / "epoch_001-top1_error_0.2500-v1.ckpt"
+
+
 def test_no_jobs_no_report(tmp_path):
     assert write_report(tmp_path) is None
     result = run_module("alexnet.report", tmp_path, cwd=tmp_path)
@@ -194,14 +230,20 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     assert "yes" in report.split("| ablate_relu | ")[2]  # the Δ paired seed by seed
     assert "(the paper: 6x, on CIFAR-10)" in report
 
-    # One job's folder is a run's: its figures, from its best checkpoint, logged to its W&B run resumed by id.
+    # One job's folder is a run's: its figures, from its best checkpoint. Its W&B run is offline, which
+    # cannot be resumed safely: the figures go to an offline run of their own beside it, in the sweep's group.
     job = sorted(sweep.glob("*/results.json"))[0].parent
     assert_ok(run_module("alexnet.figures", job, "--max-train-images", "8", cwd=tmp_path))
     drawn = ["fig3_conv1.png", "fig4_neighbours.png", "fig4_predictions.png"]
     assert sorted(p.name for p in (job / "figures").iterdir()) == drawn
-    first, resumed = sorted((job / "wandb").glob("offline-run-*"))
-    assert first.name.rsplit("-", 1)[1] == resumed.name.rsplit("-", 1)[1]  # the same run id
-    logged = sorted(p.name.rsplit("_", 2)[0] + ".png" for p in resumed.glob("files/media/images/figures/*.png"))
+    first, figures_run = sorted((job / "wandb").glob("offline-run-*"))
+    record = read_wandb_run(next(figures_run.glob("run-*.wandb")))["run"]
+    assert (record.run_group, record.job_type, record.display_name) == (sweep.name, "figures", f"{job.name}: figures")
+    assert (
+        json.loads(read_wandb_run(next(figures_run.glob("run-*.wandb")))["config"]["figures_of"])
+        == (first.name.rsplit("-", 1)[1])
+    )  # the run they belong to
+    logged = sorted(p.name.rsplit("_", 2)[0] + ".png" for p in figures_run.glob("files/media/images/figures/*.png"))
     assert logged == drawn
     # The data moved: one line that names the option to point at it.
     (tmp_path / "data").rename(tmp_path / "moved")

@@ -38,10 +38,10 @@ from typing import Any
 
 from alexnet.errors import USAGE_EXIT_CODE, ConfigError, DataError, UserError, one_line
 from alexnet.sweep import read_jobs, sweep_config
+from alexnet.tracking import DEFAULT_PROJECT, TRAIN_JOB_TYPE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROJECT = "alexnet-lab"
 REPORT_JOB_TYPE = "report"  # the run that holds the sweep's table and figures
 TABLE_KEY = "sweep/report_table"
 FIGURE_PREFIX = "sweep"
@@ -214,7 +214,7 @@ def sweep_panels(wr: Any, sweep: Sweep) -> list[Any]:
     columns += [wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric(m), display_name=m) for m in FINAL_METRICS]
     return [
         wr.ParallelCoordinatesPlot(title="swept keys -> final error", columns=columns, layout=wr.Layout(w=24, h=10)),
-        wr.RunComparer(diff_only="split", layout=wr.Layout(w=24, h=12)),
+        wr.RunComparer(diff_only=True, layout=wr.Layout(w=24, h=12)),
     ]
 
 
@@ -254,7 +254,7 @@ def build_workspace(sweep: Sweep, entity: str | None) -> Any:
         ],
         settings=ws.WorkspaceSettings(smoothing_type="none", max_runs=max(10, sweep.jobs + 1)),
         runset_settings=ws.RunsetSettings(
-            filters=_group_filter(sweep),
+            filters=_group_filter(sweep, TRAIN_JOB_TYPE),
             groupby=[ws.Config(path) for path in sweep.group_by],
             pinned_columns=pinned,
         ),
@@ -294,7 +294,7 @@ def build_report(sweep: Sweep, entity: str | None) -> Any:
     def runs() -> Any:  # each grid its own run set
         return wr.Runset(
             name=f"Sweep {sweep.group}",
-            filters=_group_filter(sweep),
+            filters=_group_filter(sweep, TRAIN_JOB_TYPE),
             groupby=[f"config.{path}" for path in sweep.group_by],
         )
 
@@ -444,6 +444,11 @@ def online_sweep(sweep_dir: str | Path) -> bool:
     return any(path.is_dir() for path in Path(sweep_dir).glob("*/wandb/run-*"))
 
 
+def report_run_id(group: str) -> str:
+    """The W&B id of a sweep's report run: the same every time its report is logged."""
+    return "report-" + re.sub(r"[^A-Za-z0-9_-]", "_", group)[:120]
+
+
 def log_report_run(sweep_dir: str | Path, report: dict[str, Any], mode: str | None = None) -> str | None:
     """Log the sweep's table and figures to a W&B run of its group with job type "report"; its id, or None.
 
@@ -491,6 +496,10 @@ def log_report_run(sweep_dir: str | Path, report: dict[str, Any], mode: str | No
                 group=group,
                 job_type=REPORT_JOB_TYPE,
                 name=REPORT_JOB_TYPE,
+                # One report run per sweep: logged again (python -m alexnet.figures), it is resumed and
+                # shows the latest table and figures (offline, a later folder replaces an earlier one).
+                id=report_run_id(group),
+                resume="allow",
                 tags=[REPORT_JOB_TYPE],
                 config={"sweep": group, "swept_keys": report.get("swept_keys") or []},
                 dir=str(folder),

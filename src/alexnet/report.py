@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 
-from alexnet.sweep import BASELINES, METRICS, Estimate, Sweep, agreement, summarize, sweep_config
+from alexnet.sweep import BASELINES, Estimate, Sweep, agreement, summarize, sweep_config
+from alexnet.tracking import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -74,8 +75,8 @@ def _delta_cell(value: Estimate | None) -> str:
 
 
 def error_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
-    header = ["job", "seeds", *METRICS]
-    rows = [[row.label, str(len(row.finished)), *(_cell(row.errors[c]) for c in METRICS)] for row in sweep.rows]
+    header = ["job", "seeds", *sweep.metrics]
+    rows = [[row.label, str(len(row.finished)), *(_cell(row.errors[c]) for c in sweep.metrics)] for row in sweep.rows]
     return header, rows
 
 
@@ -88,7 +89,7 @@ def delta_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
         if row.experiment in BASELINES:
             cells = ["reference", "", "", "", ""]
         else:
-            paired = "-" if top1 is None else ("yes" if top1.paired else "no (Welch)")
+            paired = "-" if top1 is None else ("yes" if top1.paired else "no (Welch)" if top1.n > 1 else "one seed")
             paper = claim.delta() if claim and claim.sign else "-"
             cells = [_delta_cell(top1), _delta_cell(top5), paired, paper, agreement(top1, claim)]
         rows.append([row.label, *cells, claim.text if claim else ""])
@@ -106,6 +107,8 @@ def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
         "Errors in % on the validation set, 10 patches unless marked centre: mean ± std over seeds "
         "[95% confidence interval of the mean, Student's t, cut to 0-100].",
     ]
+    if not sweep.tested:
+        notes.append("No job was tested (`test=false`): the errors are each job's best validation top-1 error.")
     deltas = [
         "Δ: the row's error minus the baseline's, in percentage points; positive means the ablated part "
         "helped. Paired seed by seed when both rows ran the same seeds, else Welch's interval. "
@@ -115,11 +118,13 @@ def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
         deltas = ["No baseline in this sweep: add `experiment=baseline` to it to see Δ against the paper's claims."]
     problems = [f"`{job.folder.name}`: {reason}" for job, reason in sweep.failed]
     problems += ["`" + ",".join(f"{k}={v}" for k, v in point.items()) + "`: never started" for point in sweep.missing]
-    if problems:
+    if problems and sweep.grid:
         problems.append(
             f"Run the sweep again with `hydra.sweep.dir={sweep.folder}` (same overrides): finished jobs are "
             "skipped, interrupted ones resume."
         )
+    elif problems:  # Optuna: a second run adds new trials; it does not redo these
+        problems.append("These trials have no result; a search run again into the folder adds new trials.")
     return {"notes": notes, "deltas": deltas, "problems": problems}
 
 
@@ -202,14 +207,14 @@ def _number(value: Estimate | None) -> float | None:
 
 def report_data(sweep: Sweep, figures: list[Figure] = ()) -> dict[str, Any]:
     """The report's table as data (``report.json``): what the W&B dashboard and its ``wandb.Table`` show."""
-    columns = ["experiment", "job", "seeds", *METRICS, "Δ top-1", "Δ top-1 95% CI", "Δ top-5", "paper's Δ top-1"]
+    columns = ["experiment", "job", "seeds", *sweep.metrics, "Δ top-1", "Δ top-1 95% CI", "Δ top-5", "paper's Δ top-1"]
     columns.append("agreement")
     rows = []
     for row in sweep.rows:
         top1, top5 = row.deltas.get("top-1 error"), row.deltas.get("top-5 error")
         claim = row.claim
         rows.append([
-            row.experiment, row.label, len(row.finished), *(_number(row.errors[c]) for c in METRICS),
+            row.experiment, row.label, len(row.finished), *(_number(row.errors[c]) for c in sweep.metrics),
             _number(top1), None if top1 is None or top1.low is None else top1.interval(), _number(top5),
             claim.top1 if claim else None,
             "reference" if row.experiment in BASELINES else agreement(top1, claim),
@@ -218,7 +223,7 @@ def report_data(sweep: Sweep, figures: list[Figure] = ()) -> dict[str, Any]:
     config = sweep_config(sweep.folder)
     return {
         "sweep": sweep.folder.name,
-        "project": ((config.get("logger") or {}).get("wandb") or {}).get("project", "alexnet-lab"),
+        "project": ((config.get("logger") or {}).get("wandb") or {}).get("project", DEFAULT_PROJECT),
         "swept_keys": swept,
         "columns": columns,
         "rows": rows,
@@ -229,24 +234,28 @@ def report_data(sweep: Sweep, figures: list[Figure] = ()) -> dict[str, Any]:
 
 
 def report_figures(sweep: Sweep) -> list[Figure]:
-    """Draw the sweep's own figures (from its logs: cheap) and list them with those already drawn per job."""
+    """Draw the sweep's own figures (from its logs: cheap) and list them with those already drawn per job.
+
+    A figure that cannot be drawn is left out with a warning: the tables are worth writing without it.
+    """
     from alexnet import figures as draw
 
     out = sweep.folder / "figures"
-    made = [
-        Figure(draw.val_error_per_epoch(sweep.rows, out / "val_top1_per_epoch.png"),
-               "Validation top-1 error per epoch: mean over seeds, band from the lowest to the highest seed"),
+    plots = [
+        ("val_top1_per_epoch.png", draw.val_error_per_epoch,
+         "Validation top-1 error per epoch: mean over seeds, band from the lowest to the highest seed"),
+        ("deltas.png", draw.deltas, "Δ top-1 error against the baseline with its 95% interval; ◆ the paper's claimed Δ"),
+        ("fig1_relu_vs_tanh.png", draw.relu_vs_tanh, "Figure 1: training error of ReLU (solid) and tanh (dashed)."),
     ]  # fmt: skip
-    if any(row.deltas for row in sweep.rows):
-        caption = "Δ top-1 error against the baseline with its 95% interval; ◆ the paper's claimed Δ"
-        made.append(Figure(draw.deltas(sweep.rows, out / "deltas.png"), caption))
-    speedup = draw.relu_vs_tanh(sweep.rows, out / "fig1_relu_vs_tanh.png")
-    if speedup is not None:
-        made.append(
-            Figure(
-                out / "fig1_relu_vs_tanh.png", f"Figure 1: training error of ReLU (solid) and tanh (dashed). {speedup}"
-            )
-        )
+    made = []
+    for name, plot, caption in plots:
+        try:
+            drawn = plot(sweep.rows, out / name)  # None: nothing to draw in this sweep
+        except Exception as error:
+            log.warning("%s could not be drawn (%s)", name, error)
+            continue
+        if drawn is not None:
+            made.append(Figure(out / name, f"{caption} {drawn}" if isinstance(drawn, str) else caption))
     for row in sweep.rows:  # drawn by python -m alexnet.figures for the best seed of each experiment
         best = row.best_job()
         for name, what in draw.JOB_FIGURES.items():

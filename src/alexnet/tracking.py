@@ -23,6 +23,8 @@ from alexnet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
+DEFAULT_PROJECT = "alexnet-lab"
+TRAIN_JOB_TYPE, FIGURES_JOB_TYPE = "train", "figures"  # W&B job types: training runs, figures of offline runs
 
 
 def wandb_logged_in() -> bool:
@@ -66,6 +68,7 @@ def hydra_run_info() -> dict[str, Any]:
     # The config group choices, which the resolved config does not name: the dashboard groups runs by them.
     choices = {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra") and v is not None}
     info["config"] = {**choices, "experiment": experiment}
+    info["job_type"] = TRAIN_JOB_TYPE  # the dashboard shows these, not a sweep's report and figure runs
     if in_multirun():
         info["group"] = f"{Path(hydra.sweep.dir).name}"
         info["name"] = f"{hydra.job.num}:{experiment}"
@@ -90,7 +93,7 @@ _online_failed = False  # once per process: the other jobs of a sweep go offline
 
 def wandb_logger(
     save_dir: str,
-    project: str = "alexnet-lab",
+    project: str = DEFAULT_PROJECT,
     mode: str = "auto",
     init_timeout: float = 30.0,
     finish_timeout: float = 60.0,
@@ -167,31 +170,37 @@ def wandb_run_dirs(folder: str | Path) -> list[Path]:
 
 
 def log_images(folder: str | Path, images: list[Path], prefix: str = "figures") -> str | None:
-    """Log image files to the newest W&B run of a run folder, resumed by id in its own mode; its id, or None.
+    """Log image files to the W&B run of a run folder; the id of the run they went to, or None.
 
-    Never raises: the images are on disk either way. An offline run is resumed offline and
-    uploads with ``wandb sync`` as the run itself does.
+    An online run is resumed by its id. An offline run cannot be: ``wandb sync`` of a second
+    offline folder with the same id replaces the first one's history (wandb 0.31 records no resume
+    in it), so the images go to an offline run of their own, in the same group, job type "figures",
+    named after the run's folder. Never raises: the images are on disk either way.
     """
     runs = wandb_run_dirs(folder)
     if not runs or not images:
         return None
     import wandb
 
+    folder = Path(folder)
     run_id = runs[-1].name.rsplit("-", 1)[-1]
-    mode = "offline" if runs[-1].name.startswith("offline-") else "online"
-    config = Path(folder) / ".hydra" / "config.yaml"
+    config = folder / ".hydra" / "config.yaml"
     options = (
         ((yaml.safe_load(config.read_text()) or {}).get("logger") or {}).get("wandb") or {} if config.is_file() else {}
     )
+    where = {"project": options.get("project") or DEFAULT_PROJECT, "entity": options.get("entity"), "dir": folder}
+    if runs[-1].name.startswith("offline-"):
+        group = folder.parent.name if (folder.parent / "multirun.yaml").is_file() else None
+        where |= {"mode": "offline", "group": group, "job_type": FIGURES_JOB_TYPE, "name": f"{folder.name}: figures"}
+        where["config"] = {"figures_of": run_id}
+    else:
+        where |= {"mode": "online", "id": run_id, "resume": "allow"}
     settings = wandb.Settings(init_timeout=30, finish_timeout=60, quiet=True, silent=True)
     try:
-        run = wandb.init(
-            id=run_id, resume="allow", dir=folder, mode=mode, settings=settings,
-            project=options.get("project") or "alexnet-lab", entity=options.get("entity"),
-        )  # fmt: skip
+        run = wandb.init(settings=settings, **where)
         run.log({f"{prefix}/{path.stem}": wandb.Image(str(path), caption=path.stem) for path in images})
         run.finish()
     except Exception as error:
         log.warning("Images not logged to W&B run %s (%s)", run_id, str(error).splitlines()[0] if str(error) else error)
         return None
-    return run_id
+    return run.id

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 from matplotlib.figure import Figure
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from alexnet.callbacks import conv1_grids
@@ -63,12 +64,12 @@ def _curves(jobs: Sequence[Job], key: str) -> tuple[list[int], list[list[float]]
     return epochs, [[s[e] for e in epochs] for s in series]
 
 
-def val_error_per_epoch(rows: Sequence[Row], path: Path) -> Path:
-    """Validation top-1 error after each epoch, per row: the mean over seeds and a band from min to max."""
+def val_error_per_epoch(rows: Sequence[Row], path: Path) -> Path | None:
+    """Validation top-1 error after each epoch, per row: the mean over finished seeds and a band from min to max."""
     figure = Figure(figsize=(7, 4.2))
     axes = figure.subplots()
     for row in rows:
-        epochs, values = _curves(row.jobs, "val/top1_error")
+        epochs, values = _curves(row.finished, "val/top1_error")
         if not epochs:
             continue
         x = [e + 1 for e in epochs]
@@ -78,28 +79,31 @@ def val_error_per_epoch(rows: Sequence[Row], path: Path) -> Path:
         if len(values) > 1:
             low, high = ([100 * f(v) for v in per_epoch_values] for f in (min, max))
             axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if not axes.lines:  # no job logged a validation error (no metrics.csv)
+        return None
     axes.set(xlabel="epoch", ylabel="validation top-1 error (%)", title="Validation error per epoch")
     axes.grid(alpha=0.3)
-    if axes.lines:
-        axes.legend(fontsize=8)
+    axes.legend(fontsize=8)
     return _save(figure, path)
 
 
-def deltas(rows: Sequence[Row], path: Path) -> Path:
+def deltas(rows: Sequence[Row], path: Path) -> Path | None:
     """Each row's Δ top-1 error against the baseline with its 95% interval, the paper's claimed Δ beside it."""
     shown = [row for row in rows if row.deltas.get("top-1 error") is not None]
+    if not shown:
+        return None
     figure = Figure(figsize=(7, 0.6 * len(shown) + 1.4))
     axes = figure.subplots()
     for y, row in enumerate(shown):
         delta = row.deltas["top-1 error"]
         if delta.low is not None:
             axes.errorbar(delta.mean, y, xerr=[[delta.mean - delta.low], [delta.high - delta.mean]], fmt="o",
-                          color="tab:blue", capsize=4, label="measured Δ, 95% interval" if y == 0 else None)  # fmt: skip
+                          color="tab:blue", capsize=4, label="measured Δ, 95% interval")  # fmt: skip
         else:
-            axes.plot(delta.mean, y, "o", color="tab:blue", label="measured Δ (one seed)" if y == 0 else None)
+            axes.plot(delta.mean, y, "o", color="tab:blue", label="measured Δ (one seed: no interval)")
         claim = row.claim
         if claim is not None and claim.top1 is not None:
-            axes.plot(claim.top1, y, "D", color="tab:red", label="the paper's Δ" if y == 0 else None)
+            axes.plot(claim.top1, y, "D", color="tab:red", label="the paper's Δ")
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_yticks(range(len(shown)), [row.label for row in shown])
     axes.invert_yaxis()
@@ -133,14 +137,20 @@ def speedup(relu: float | None, tanh: float | None, tanh_end: float, unit: str =
     return f"ReLU at {relu:.2f} {unit}, tanh at {tanh:.2f}: {tanh / relu:.1f}x sooner"
 
 
-def _chance(job: Job) -> float:
-    import yaml
-
-    config = job.folder / ".hydra" / "config.yaml"
-    classes = (
-        ((yaml.safe_load(config.read_text()) or {}).get("model") or {}).get("num_classes") if config.is_file() else None
-    )
-    return 1 - 1 / classes if classes else 1.0
+def _chance(job: Job) -> float | None:
+    """1 - 1/classes, the training error before the first step; None if the run's class count is not a number."""
+    for name, path in (("hparams.yaml", ("config", "model")), (".hydra/config.yaml", ("model",))):  # resolved first
+        file = job.folder / name
+        try:
+            config = yaml.safe_load(file.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for key in path:
+            config = config.get(key) or {} if isinstance(config, dict) else {}
+        classes = config.get("num_classes") if isinstance(config, dict) else None
+        if isinstance(classes, int) and classes > 0:  # not an unresolved ${num_classes_in:...}
+            return 1 - 1 / classes
+    return None
 
 
 def _train_curve(jobs: Sequence[Job]) -> tuple[list[float], list[float], list[float]] | None:
@@ -151,8 +161,11 @@ def _train_curve(jobs: Sequence[Job]) -> tuple[list[float], list[float], list[fl
     _, times = _curves(jobs, "train/time")  # seconds since training started, at each epoch's last logged step
     mean = [sum(v) / len(v) for v in zip(*errors, strict=True)]
     seconds = [sum(v) / len(v) for v in zip(*times, strict=True)] if times and len(times[0]) == len(epochs) else []
+    x, errors = [e + 1.0 for e in epochs], mean
     start = _chance(jobs[0])
-    return [0.0] + [e + 1.0 for e in epochs], [0.0, *seconds] if seconds else [], [start, *mean]
+    if start is None:
+        return x, seconds, errors
+    return [0.0, *x], [0.0, *seconds] if seconds else [], [start, *errors]
 
 
 def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
@@ -161,7 +174,7 @@ def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
     tanh = next((row for row in rows if row.experiment == "ablate_relu" and relu and row.baseline == relu.label), None)
     if relu is None or tanh is None:
         return None
-    curves = {"ReLU": _train_curve(relu.jobs), "tanh": _train_curve(tanh.jobs)}
+    curves = {"ReLU": _train_curve(relu.finished), "tanh": _train_curve(tanh.finished)}
     if None in curves.values():
         return None
     figure = Figure(figsize=(11, 4.2))
@@ -227,14 +240,11 @@ def _show(axes: Any, image: Tensor, title: str = "", colour: str = "black") -> N
 
 
 @torch.inference_mode()
-def predictions(model: AlexNet, info: CheckpointInfo, val: Any, names: list[str], path: Path) -> Path:
+def predictions(model: AlexNet, to_input: Any, val: Dataset, names: list[str], path: Path) -> Path:
     """Figure 4 (left): eight validation images, each with its top-5 classes as bars; the true class in red."""
-    from alexnet.data import eval_transform
-
-    to_input = eval_transform(info.normalization)
-    picks = _picks(8, len(val))
-    images = [val[i] for i in picks]  # (PIL image or uint8 tensor, label)
-    inputs = torch.stack([to_input(image) for image, _ in images])  # (8, 3, 227, 227)
+    device = next(model.parameters()).device
+    images = [val[i] for i in _picks(8, len(val))]  # (image as loaded, label)
+    inputs = torch.stack([to_input(image) for image, _ in images]).to(device)  # (8, 3, 227, 227)
     top = model(inputs).float().softmax(-1).topk(min(5, model.num_classes), dim=-1)
     columns = 4
     rows = math.ceil(len(images) / columns)
@@ -277,50 +287,69 @@ def nearest_neighbours(queries: Tensor, keys: Iterable[Tensor], k: int) -> tuple
     return best_distances, best_indices
 
 
-def _features(model: AlexNet, images: Any, batch_size: int, num_workers: int) -> Iterable[Tensor]:
+class _Transformed(Dataset):
+    """``(transform(image), label)`` of a data set of ``(image, label)``: one listing of the files, two uses."""
+
+    def __init__(self, images: Dataset, transform: Any) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, label = self.images[index]
+        return self.transform(image), label
+
+
+def _features(model: AlexNet, images: Dataset, batch_size: int, num_workers: int) -> Iterable[Tensor]:
+    device = next(model.parameters()).device
     loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers)
     with torch.inference_mode():
         for inputs, _ in loader:
-            yield model.last_hidden(inputs).float()  # (B, 4096)
+            yield model.last_hidden(inputs.to(device)).float().cpu()  # (B, 4096)
 
 
 def neighbours(
     model: AlexNet,
-    info: CheckpointInfo,
-    datamodule: Any,
+    to_input: Any,
+    val: Dataset,
+    train: Dataset,
+    names: list[str],
     path: Path,
     max_train_images: int | None = 10_000,
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> Path:
-    """Figure 4 (right): five validation images, and the six training images nearest to each by fc7 activations."""
-    from alexnet.data import eval_transform
+    """Figure 4 (right): five validation images, and the six training images nearest to each by fc7 activations.
 
-    to_input = eval_transform(info.normalization)
-    val, train = datamodule.images("val", to_input), datamodule.images("train", to_input)
-    queries = Subset(val, _picks(5, len(val)))
+    ``val``, ``train``: ``(image as loaded, label)``; ``to_input`` makes an image the model's input.
+    """
+    queries = _picks(5, len(val))
+    searched = list(range(len(train)))
     if max_train_images is not None and len(train) > max_train_images:  # a fixed random sample of the training set
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:max_train_images]
-        train = Subset(train, sorted(order.tolist()))
-    query_features = torch.cat(list(_features(model, queries, batch_size, num_workers)))  # (5, 4096)
-    distances, indices = nearest_neighbours(query_features, _features(model, train, batch_size, num_workers), k=6)
-    raw_val, raw_train = datamodule.images("val"), datamodule.images("train")
-    names = datamodule.class_names()
-    train_index = train.indices if isinstance(train, Subset) else range(len(train))
+        searched = sorted(order.tolist())
+    query_features = torch.cat(list(_features(model, Subset(_Transformed(val, to_input), queries), batch_size, 0)))
+    keys = _features(model, Subset(_Transformed(train, to_input), searched), batch_size, num_workers)
+    distances, indices = nearest_neighbours(query_features, keys, k=6)  # (5, 6) each
     figure = Figure(figsize=(14, 2.2 * len(queries)))
     grid = figure.subplots(len(queries), 7, squeeze=False)
-    for row, query in enumerate(queries.indices):
-        image, label = raw_val[query]
+    for row, query in enumerate(queries):
+        image, label = val[query]
         _show(grid[row, 0], SHOWN(image), f"query: {names[label]}", "tab:blue")
         for column, (distance, index) in enumerate(zip(distances[row], indices[row], strict=True), 1):
-            image, label = raw_train[train_index[int(index)]]
+            image, label = train[searched[int(index)]]
             _show(grid[row, column], SHOWN(image), f"{names[label]} ({distance:.3g})")
-    searched = f"{len(train):,} training images" + (" (a random sample)" if isinstance(train, Subset) else "")
-    figure.suptitle(f"Figure 4 (right): the six nearest by fc7 activations among {searched}", fontsize=10)
+    sample = " (a fixed random sample)" if len(searched) < len(train) else ""
+    figure.suptitle(
+        f"Figure 4 (right): the six nearest by fc7 activations among {len(searched):,} training images{sample}",
+        fontsize=10,
+    )
     return _save(figure, path)
 
 
 def _datamodule(info: CheckpointInfo, data_root: str | None) -> Any:
+    """The run's data module, to list its images: not set up (its statistics are the checkpoint's)."""
     from hydra.utils import instantiate
 
     data = dict(info.config.get("data") or {})
@@ -328,12 +357,11 @@ def _datamodule(info: CheckpointInfo, data_root: str | None) -> Any:
         raise UserError(f"{info.path} does not say which data its run used: Figure 4 needs a checkpoint of train.py")
     if data_root is not None:
         data["root"] = data_root
-    data["verify"] = False  # the run checked its images; the figures read a few
+        data["stats"] = None  # a path under the old root; the normalization comes from the checkpoint
+    data["verify"] = False  # the run checked its images
     if not Path(data["root"]).expanduser().is_dir():
         raise DataError(f"the run's data {data['root']} does not exist: pass --data-root <where it is now>")
-    datamodule = instantiate(data)
-    datamodule.setup("validate")
-    return datamodule
+    return instantiate(data)
 
 
 def job_figures(
@@ -348,12 +376,18 @@ def job_figures(
     model, info = load_model(checkpoint)
     if info.normalization is None:
         raise UserError(f"{checkpoint} does not say how its run normalized pixels: draw with a newer checkpoint")
+    from alexnet.data import eval_transform
+
     out = job.folder / "figures"
     datamodule = _datamodule(info, data_root)
+    val, train = datamodule.images("val"), datamodule.images("train")  # each folder listed once
     names = info.class_names or datamodule.class_names()
+    to_input = eval_transform(info.normalization)  # §2's 256 and centre 227, normalized as the run did
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     log.info("Drawing Figures 3 and 4 of %s from %s", job.folder.name, checkpoint.name)
     return [
         conv1_kernels(model, out / "fig3_conv1.png"),
-        predictions(model, info, datamodule.images("val"), names, out / "fig4_predictions.png"),
-        neighbours(model, info, datamodule, out / "fig4_neighbours.png", max_train_images, num_workers=num_workers),
-    ]
+        predictions(model, to_input, val, names, out / "fig4_predictions.png"),
+        neighbours(model, to_input, val, train, names, out / "fig4_neighbours.png", max_train_images,
+                   num_workers=num_workers),
+    ]  # fmt: skip

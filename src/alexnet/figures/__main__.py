@@ -12,10 +12,12 @@ logged to its W&B run, online or offline, under ``figures/``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
+from alexnet.dashboard import log_report_run
 from alexnet.errors import UserError
 from alexnet.figures import job_figures
 from alexnet.report import write_report
@@ -30,24 +32,27 @@ def draw(
 ) -> list[Path]:
     """All figures of a run's folder or a sweep's (and, for a sweep, its report again); the files written."""
     folder = Path(folder)
-    if not read_jobs(folder):  # a single run
-        if not (folder / ".hydra").is_dir():
-            raise UserError(
-                f"{folder} is neither a run's nor a sweep's folder (no .hydra/): pass one under logs/train/"
-            )
+    if (folder / ".hydra").is_dir():  # a run (or one job of a sweep)
         made = job_figures(read_job(folder), data_root, max_train_images, num_workers)
         log_images(folder, made)
         return made
+    if not (folder / "multirun.yaml").is_file() or not read_jobs(folder):
+        raise UserError(f"{folder} is neither a run's folder (.hydra/) nor a sweep's (multirun.yaml): pass one of them")
     made = []
     for row in summarize(folder).rows:
         best = row.best_job()
         if best is None:
             log.warning("%s: no finished seed to draw Figures 3 and 4 from", row.label)
             continue
-        drawn = job_figures(best, data_root, max_train_images, num_workers)
+        try:
+            drawn = job_figures(best, data_root, max_train_images, num_workers)
+        except UserError as error:  # this experiment's figures; the others' and the report go on
+            log.warning("%s: Figures 3 and 4 not drawn: %s", row.label, error)
+            continue
         log_images(best.folder, drawn)
         made += drawn
     report = write_report(folder)  # Figure 1 and the sweep's plots, and every figure embedded in the report
+    log_report_run(folder, json.loads(report.with_suffix(".json").read_text()))  # an online sweep's report run
     log.info("Report with the figures: %s", report.with_suffix(".html"))
     return made + sorted((folder / "figures").glob("*.png"))
 
