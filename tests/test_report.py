@@ -11,6 +11,7 @@ from conftest import SHORT, assert_ok, run_cli, run_module
 from PIL import Image
 from wandb_records import summarize as read_wandb_run
 
+from alexnet.dashboard import definitions, read_sweep
 from alexnet.report import render, write_report
 from alexnet.sweep import CLAIMS, Estimate, agreement, difference, estimate, summarize, t_975
 
@@ -230,22 +231,8 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     assert "yes" in report.split("| ablate_relu | ")[2]  # the Δ paired seed by seed
     assert "(the paper: 6x, on CIFAR-10)" in report
 
-    # One job's folder is a run's: its figures, from its best checkpoint. Its W&B run is offline, which
-    # cannot be resumed safely: the figures go to an offline run of their own beside it, in the sweep's group.
+    # A job's folder is a run's; its data moved: one line that names the option to point at it.
     job = sorted(sweep.glob("*/results.json"))[0].parent
-    assert_ok(run_module("alexnet.figures", job, "--max-train-images", "8", cwd=tmp_path))
-    drawn = ["fig3_conv1.png", "fig4_neighbours.png", "fig4_predictions.png"]
-    assert sorted(p.name for p in (job / "figures").iterdir()) == drawn
-    first, figures_run = sorted((job / "wandb").glob("offline-run-*"))
-    record = read_wandb_run(next(figures_run.glob("run-*.wandb")))["run"]
-    assert (record.run_group, record.job_type, record.display_name) == (sweep.name, "figures", f"{job.name}: figures")
-    assert (
-        json.loads(read_wandb_run(next(figures_run.glob("run-*.wandb")))["config"]["figures_of"])
-        == (first.name.rsplit("-", 1)[1])
-    )  # the run they belong to
-    logged = sorted(p.name.rsplit("_", 2)[0] + ".png" for p in figures_run.glob("files/media/images/figures/*.png"))
-    assert logged == drawn
-    # The data moved: one line that names the option to point at it.
     (tmp_path / "data").rename(tmp_path / "moved")
     moved = run_module("alexnet.figures", job, cwd=tmp_path)
     assert moved.returncode == 2 and moved.stderr.startswith("error: the run's data ") and "--data-root" in moved.stderr
@@ -261,10 +248,17 @@ def test_a_demo_sweep_gives_reports_figures_and_wandb_records(tmp_path):
     for figure in figures:
         assert_real_image(figure)
     _assert_embeds((sweep / "report.html").read_text(), figures)
-    dashboard = run_module("alexnet.dashboard", sweep, "--dry-run", cwd=tmp_path)
-    assert_ok(dashboard)
-    workspace = json.loads(dashboard.stdout)["workspace"]
+    workspace = definitions(read_sweep(sweep))["workspace"]  # the dashboard of this very sweep
     assert workspace["spec"]["section"]["runSets"][0]["grouping"] == [{"section": "config", "name": "experiment.value"}]
-    for job in {f.parent.parent for f in figures if f.parent.parent != sweep}:  # each best seed's W&B run
-        resumed = sorted(job.glob("wandb/offline-run-*/files/media/images/figures/*.png"))
-        assert {p.name.rsplit("_", 2)[0] + ".png" for p in resumed} == set(drawn)
+    # Each best seed's W&B run is offline, which cannot be resumed safely: its figures are in an
+    # offline run of their own beside it, in the sweep's group.
+    drawn = ["fig3_conv1.png", "fig4_neighbours.png", "fig4_predictions.png"]
+    for job in {f.parent.parent for f in figures if f.parent.parent != sweep}:
+        assert sorted(p.name for p in (job / "figures").iterdir()) == drawn
+        run, figures_run = sorted((job / "wandb").glob("offline-run-*"))
+        record = read_wandb_run(next(figures_run.glob("run-*.wandb")))
+        assert (record["run"].run_group, record["run"].job_type) == (sweep.name, "figures")
+        assert record["run"].display_name == f"{job.name}: figures"
+        assert json.loads(record["config"]["figures_of"]) == run.name.rsplit("-", 1)[1]  # the run they belong to
+        logged = figures_run.glob("files/media/images/figures/*.png")
+        assert sorted(p.name.rsplit("_", 2)[0] + ".png" for p in logged) == drawn
