@@ -129,19 +129,18 @@ def test_dry_run_prints_the_definitions_without_credentials_or_network(dry_run):
     assert dry_run["report"]["project"] == {"name": "lab-test", "entityName": None}
 
 
+def _group_and_job_type(job_type: str) -> list[dict]:
+    """The run filters of the sweep's group and one W&B job type, as the spec holds them."""
+    group = {"key": {"section": "run", "name": "group"}, "op": "=", "value": SWEEP, "disabled": False}
+    kind = {"key": {"section": "run", "name": "jobType"}, "op": "=", "value": job_type, "disabled": False}
+    return [group, {**kind, "connector": "AND"}]
+
+
 def test_the_workspace_shows_the_sweeps_group_grouped_by_experiment(dry_run):
     section = dry_run["workspace"]["spec"]["section"]
     (runset,) = section["runSets"]
-    assert runset["filters"]["filters"] == [
-        {"key": {"section": "run", "name": "group"}, "op": "=", "value": SWEEP, "disabled": False},
-        {
-            "key": {"section": "run", "name": "jobType"},
-            "op": "=",
-            "value": "train",
-            "disabled": False,
-            "connector": "AND",
-        },
-    ]  # the training runs only: not the sweep's report run or the figures of offline runs
+    # the training runs only: not the sweep's report run or the figures of offline runs
+    assert runset["filters"]["filters"] == _group_and_job_type("train")
     assert runset["grouping"] == [{"section": "config", "name": "experiment.value"}]
     assert section["settings"]["shouldAutoGeneratePanels"] is False  # only the panels below
     assert section["settings"]["maxRuns"] >= 4  # the 4 jobs
@@ -196,16 +195,7 @@ def test_the_report_holds_the_table_the_figures_and_the_curves(dry_run):
     assert f"`{FAILED['job']}`: training diverged" in markdown
 
     grids = _grids(report)
-    report_run = [
-        {"key": {"section": "run", "name": "group"}, "op": "=", "value": SWEEP, "disabled": False},
-        {
-            "key": {"section": "run", "name": "jobType"},
-            "op": "=",
-            "value": "report",
-            "disabled": False,
-            "connector": "AND",
-        },
-    ]
+    report_run = _group_and_job_type("report")
     on_report_run = [g for g in grids if g["runSets"][0]["filters"]["filters"] == report_run]
     table, figures = on_report_run
     assert f'"val": "{TABLE_KEY}"' in json.dumps(table["panelBankSectionConfig"]["panels"])  # the wandb.Table's key

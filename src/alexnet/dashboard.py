@@ -391,14 +391,9 @@ def wandb_credentials() -> bool:
     return auth is not None
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _server_error(what: str, error: BaseException) -> ServerError:
     return ServerError(
-        f"W&B could not {what} ({_first_line(error)}): check that {_host()} is reachable and the credentials "
+        f"W&B could not {what} ({one_line(error)}): check that {_host()} is reachable and the credentials "
         "are valid (`wandb login --relogin`), or use --dry-run to see the definitions"
     )
 

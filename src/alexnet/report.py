@@ -128,7 +128,8 @@ def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
     return {"notes": notes, "deltas": deltas, "problems": problems}
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines; "|" inside a cell escaped."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
 
@@ -136,10 +137,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render(sweep: Sweep, figures: list[Figure] = ()) -> str:
     """The markdown report; figures are linked relative to the sweep folder."""
     text = _paragraphs(sweep)
-    lines = [f"# Sweep {sweep.folder.name}", "", *text["notes"], "", *_md_table(*error_table(sweep))]
+    lines = [f"# Sweep {sweep.folder.name}", "", *text["notes"], "", *markdown_table(*error_table(sweep))]
     lines += ["", "## Against the baseline and the paper", "", *text["deltas"], ""]
     if sweep.has_baseline:
-        lines += [*_md_table(*delta_table(sweep)), ""]
+        lines += [*markdown_table(*delta_table(sweep)), ""]
     if text["problems"]:
         lines += ["## Failed or missing jobs", "", *(f"- {p}" for p in text["problems"][:-1]), "", text["problems"][-1]]
         lines.append("")

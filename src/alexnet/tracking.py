@@ -19,7 +19,7 @@ import yaml
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from alexnet.config import current_hydra, in_multirun
-from alexnet.errors import ConfigError
+from alexnet.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "online", "offline", "disabled")
@@ -201,6 +201,6 @@ def log_images(folder: str | Path, images: list[Path], prefix: str = "figures") 
         run.log({f"{prefix}/{path.stem}": wandb.Image(str(path), caption=path.stem) for path in images})
         run.finish()
     except Exception as error:
-        log.warning("Images not logged to W&B run %s (%s)", run_id, str(error).splitlines()[0] if str(error) else error)
+        log.warning("Images not logged to W&B run %s (%s)", run_id, one_line(error))
         return None
     return run.id
