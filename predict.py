@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from alexnet.errors import run_main
 from alexnet.predict import format_predictions, predict
+from alexnet.training.config import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
@@ -15,4 +16,5 @@ def main(cfg: DictConfig) -> list[dict]:
 
 
 if __name__ == "__main__":
+    register_resolvers()  # what conf/ interpolates: ${run_name:}, ${metric:...}, ...
     run_main(main)  # a user error (bad path, checkpoint) as one line, exit 2

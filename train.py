@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from alexnet.errors import run_main
 from alexnet.train import train
+from alexnet.training.config import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -13,4 +14,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    register_resolvers()  # what conf/ interpolates: ${run_name:}, ${metric:...}, ...
     run_main(main)  # a user error (bad data, setting, checkpoint) as one line, exit 2

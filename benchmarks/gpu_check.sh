@@ -3,7 +3,7 @@
 #   benchmarks/download_wheels.sh      # once, where pip works: hydra-core, omegaconf, antlr4, torchdata into .whl/
 #   benchmarks/gpu_check.sh            # on the GPU machine (no internet needed); results in gpu-check/
 # The machine needs torch, torchvision, lightning, torchmetrics and triton. W&B is off throughout.
-# Steps: the CUDA tests; python -m alexnet.bench on CUDA; trainer=ddp and trainer=towers for a few steps
+# Steps: the CUDA tests; benchmarks/bench.py on CUDA; trainer=ddp and trainer=towers for a few steps
 # with two processes sharing the one GPU (gloo: NCCL refuses two ranks on one device); 200 steps of
 # train.py on a generated prepared data set; experiment=paper (and model.init=caffe) on the demo data
 # for a few thousand steps, reporting when the loss leaves chance.
@@ -52,7 +52,7 @@ FEW=(logger=csv trainer.max_steps=20 trainer.limit_val_batches=4 test=false data
      data.num_workers=4 trainer.accelerator=gpu)
 
 step cuda_tests 90 $PY -m pytest -q -p no:cacheprovider -m cuda tests
-step bench 150 $PY -m alexnet.bench --json "$OUT/bench.json" --loop-workers 4 8 --loop-steps 100
+step bench 150 $PY benchmarks/bench.py --json "$OUT/bench.json" --loop-workers 4 8 --loop-steps 100
 step ddp_two_processes 60 bash -c 'two_processes "$@"' _ ddp "${FEW[@]}"
 step towers_two_processes 60 bash -c 'two_processes "$@"' _ towers "${FEW[@]}"
 step prepared_200_steps 90 $PY benchmarks/gpu_prepared_run.py "$OUT"

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from alexnet.bench import photo_like_jpegs
+from bench import photo_like_jpegs  # beside this file
+
 from alexnet.data.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+from alexnet.metric_names import TRAIN_LOSS, TRAIN_SAMPLES_PER_SEC
+
 out = Path(sys.argv[1])
 CHANCE = math.log(10)  # the demo data's ten classes
 
@@ -23,7 +25,7 @@ def metrics(run: str) -> list[dict]:
 
 def take_off(rows: list[dict]) -> str:
     """The first logged step from which the training loss stays below 90% of chance, and the last loss."""
-    losses = [(int(r["step"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+    losses = [(int(r["step"]), float(r[TRAIN_LOSS])) for r in rows if r.get(TRAIN_LOSS)]
     if not losses:
         return "no losses logged"
     below = [i for i, (_, loss) in enumerate(losses) if loss < 0.9 * CHANCE]
@@ -55,6 +57,6 @@ if bench.is_file():
 print("| run | outcome |\n|---|---|")
 for run in ("paper_recipe", "paper_recipe_caffe_init", "prepared_200_steps"):
     rows = metrics(run)
-    rates = [float(r["train/device/samples_per_sec"]) for r in rows if r.get("train/device/samples_per_sec")]
+    rates = [float(r[TRAIN_SAMPLES_PER_SEC]) for r in rows if r.get(TRAIN_SAMPLES_PER_SEC)]
     speed = f"; {rates[-1]:,.0f} img/s" if rates else ""
     print(f"| {run} | {take_off(rows) if rows else 'no metrics'}{speed} |")

@@ -3,13 +3,20 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet.training.config import register_resolvers
+
+register_resolvers()  # what the root scripts do before Hydra composes: the tests compose configs in-process too
+
 ROOT = Path(__file__).resolve().parents[1]
+CLASS_WORDS = {"cat": "felis catus", "dog": "canis familiaris", "fox": "vulpes vulpes"}  # synset_words.txt
 # Small, fast, offline runs of train.py/eval.py for the CLI tests: a tiny demo data set,
 TINY_DATA = ["data.train_per_class=4", "data.val_per_class=2", "data.batch_size=4", "data.num_workers=0"]
 # one batch of each stage (no logging or checkpoints: Lightning's fast_dev_run),
@@ -26,11 +33,12 @@ SHORT = [
 
 
 def make_image_folder(
-    root: Path, classes=("cat", "dog", "fox"), train=4, val=2, size=(64, 48), smooth: bool = False
+    root: Path, classes=tuple(CLASS_WORDS), train=4, val=2, size=(64, 48), smooth: bool = False, words: bool = False
 ) -> Path:
     """root/{train,val}/<class>/*.JPEG of random RGB noise with a class-dependent tint.
 
     ``smooth``: noise at 1/16 of the size, enlarged, which JPEG keeps about as well as a photo.
+    ``words``: also ``synset_words.txt``, the classes as words (:data:`CLASS_WORDS`).
     """
     rng = np.random.default_rng(0)
     for split, count in (("train", train), ("val", val)):
@@ -44,6 +52,8 @@ def make_image_folder(
                 if smooth:
                     image = image.resize((size[0] // 16, size[1] // 16)).resize(size, Image.BICUBIC)
                 image.save(folder / f"{name}_{i}.JPEG")
+    if words:
+        (root / "synset_words.txt").write_text("".join(f"{c} {CLASS_WORDS[c]}\n" for c in classes))
     return root
 
 
@@ -79,7 +89,7 @@ def run_cli(script: str, *overrides: str, cwd: Path, env: dict | None = None) ->
 
 
 def run_module(module: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m <module> args`` (alexnet.report, .figures, .dashboard) as run_cli runs the scripts: W&B offline."""
+    """``python -m <module> args`` (alexnet.results.report, .figures, .dashboard) as run_cli runs the scripts: W&B offline."""
     environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT / "src")}
     environment.pop("WANDB_API_KEY", None)
     command = [sys.executable, "-m", module, *map(str, args)]
@@ -114,3 +124,38 @@ def fit_briefly(module, data, root: Path, steps: int):
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
     return trainer
+
+
+MODEL = {"num_classes": 3, "lrn_style": "caffe", "dropout": 0.3, "init": "kaiming"}  # not all defaults
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A checkpoint of a real (two-step) fit, and what made it."""
+
+    checkpoint: Path  # <root>/logs/train/runs/x/checkpoints/last.ckpt, weights only (no optimizer state)
+    module: Any
+    data: Any
+    folder: Path  # the image folder it trained on, with class words
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> TrainedRun:
+    """Two SGD steps of the net :data:`MODEL` on a tiny image folder with class words, raw 0-255 pixels."""
+    from functools import partial
+
+    import torch
+
+    from alexnet.data import ImageFolderDataModule
+    from alexnet.model import AlexNet
+    from alexnet.training.module import AlexNetModule
+
+    root = tmp_path_factory.mktemp("trained")
+    folder = make_image_folder(root / "folder", size=(300, 260), words=True)
+    data = ImageFolderDataModule(str(folder), batch_size=3, num_workers=0, input_scale=255.0, verify=False)
+    module = AlexNetModule(AlexNet(**MODEL), optimizer=partial(torch.optim.SGD, lr=1e-3), channels_last=False)
+    trainer = fit_briefly(module, data, root, steps=2)
+    path = root / "logs/train/runs/x/checkpoints/last.ckpt"
+    path.parent.mkdir(parents=True)
+    trainer.save_checkpoint(path, weights_only=True)
+    return TrainedRun(path, module, data, folder)

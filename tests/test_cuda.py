@@ -9,7 +9,7 @@ import torch
 from test_lrn import reference_lrn
 
 from alexnet.data.transforms import BatchTransform, PCALighting, RandomCropFlip, SubtractMean
-from alexnet.lrn import LocalResponseNorm
+from alexnet.model.lrn import LocalResponseNorm
 
 pytestmark = pytest.mark.cuda
 

@@ -1,14 +1,28 @@
-"""How the package hangs together: no import circles, entry points that need only what they use, one config module."""
+"""How the package hangs together: layers that import downwards only, no circles, no import side effects, one owner
+for each contract (metric names, the run folder, the error path) that the configs and every command share."""
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
+from hydra import compose, initialize_config_dir
 
 PACKAGE = ROOT / "src" / "alexnet"
+# What each layer may import of the package (besides itself). The contracts beside the layers
+# (errors, metric_names, run_folder, checkpoint, tracking) are for everyone; the tasks use everything.
+CONTRACTS = {"alexnet.errors", "alexnet.metric_names", "alexnet.run_folder", "alexnet.checkpoint", "alexnet.tracking"}
+ALLOWED = {
+    "alexnet.model": {"alexnet.errors"},
+    "alexnet.data": {"alexnet.errors", "alexnet.run_folder"},  # run_folder's atomic writer
+    "alexnet.parallel": {"alexnet.errors", "alexnet.model"},
+    "alexnet.results": CONTRACTS | {"alexnet.model", "alexnet.data"},
+    "alexnet.training": CONTRACTS | {"alexnet.model", "alexnet.data", "alexnet.parallel", "alexnet.results"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -32,6 +46,11 @@ def _imports() -> dict[str, set[str]]:
     return graph
 
 
+def _layer(module: str) -> str:
+    """``alexnet.training.callbacks`` -> ``alexnet.training``; a top-level module is its own."""
+    return ".".join(module.split(".")[:2])
+
+
 def test_no_import_circle_in_the_package():
     edges = _imports()
     state: dict[str, str] = {}
@@ -47,7 +66,70 @@ def test_no_import_circle_in_the_package():
     for name in sorted(edges):
         if name not in state:
             visit(name, [])
-    assert "alexnet.data.shapes" in edges["alexnet.data.datamodule"]  # the graph sees function-level imports too
+    assert "alexnet.data.shapes" in edges["alexnet.data"]  # the graph sees function-level imports too
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    crossings = [
+        f"{module} imports {imported}"
+        for module, imports in _imports().items()
+        if _layer(module) in ALLOWED
+        for imported in imports
+        if _layer(imported) != _layer(module) and _layer(imported) not in ALLOWED[_layer(module)]
+    ]
+    assert not crossings, "\n".join(crossings)
+    layers = {_layer(m) for m in _imports()}
+    assert set(ALLOWED) <= layers and layers >= CONTRACTS  # the tree the rules are about
+
+
+def test_the_contracts_import_no_layer_above_model_and_data():
+    edges = _imports()
+    for contract in CONTRACTS:
+        above = {_layer(m) for m in edges[contract]} & {"alexnet.training", "alexnet.results", "alexnet.parallel"}
+        assert not above, f"{contract} imports {above}"
+
+
+IMPORT_EVERYTHING = """
+import importlib, logging, os, pkgutil, sys, warnings
+from omegaconf import OmegaConf
+RESOLVERS = ("auto_precision", "run_name", "rank_suffix", "num_classes_in", "job_folder", "optuna_storage", "metric")
+for name in sys.argv[1:]:  # the libraries first: some change the warnings filters or the environment themselves
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+filters, environ, handlers = list(warnings.filters), dict(os.environ), list(logging.getLogger().handlers)
+import alexnet
+names = [m.name for m in pkgutil.walk_packages(alexnet.__path__, "alexnet.") if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+print(len(names))
+assert not [r for r in RESOLVERS if OmegaConf.has_resolver(r)], "a module registered a resolver"
+assert list(warnings.filters) == filters, f"a module changed the warnings filters: {warnings.filters[:2]}"
+assert dict(os.environ) == environ, f"a module set an environment variable: {set(os.environ) - set(environ)}"
+assert list(logging.getLogger().handlers) == handlers, "a module configured logging"
+from alexnet.training.config import register_resolvers
+register_resolvers()
+assert all(OmegaConf.has_resolver(r) for r in RESOLVERS), "the list above is not the project's resolvers"
+"""
+
+
+def _libraries() -> list[str]:
+    """Every module outside the package that the package imports, by its full name."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+    return sorted(name for name in found if not name.startswith("alexnet") and name != "__future__")
+
+
+def test_importing_a_module_changes_nothing_global():
+    result = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING, *_libraries()], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) > 30  # every module of the package was imported
 
 
 def test_eval_needs_nothing_of_train():
@@ -56,26 +138,89 @@ def test_eval_needs_nothing_of_train():
     assert result.stdout.strip() == "False"
 
 
-def test_importing_an_entry_points_code_is_enough_for_conf_to_resolve():
-    """What a submitit worker does: it imports alexnet.train (or .evaluate) and never runs train.py."""
-    for module, entry in (("alexnet.train", "train"), ("alexnet.evaluate", "eval")):
-        code = f"""
-import {module}
-from hydra import compose, initialize_config_dir
+def test_a_slurm_job_registers_the_resolvers_before_hydra_resolves_its_folder():
+    """What a submitit worker does: it unpickles the launcher and calls it; it never runs train.py."""
+    code = """
+from unittest import mock
 from omegaconf import OmegaConf
-with initialize_config_dir({str(ROOT / "conf")!r}, version_base="1.3"):
-    cfg = compose({entry!r}, overrides=["trainer.accelerator=cpu", "ckpt_path=x"], return_hydra_config=True)
-print(cfg.trainer.precision, cfg.hydra.run.dir, OmegaConf.create({{"log": "train${{rank_suffix:}}.log"}}).log)
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from alexnet.training.slurm import SlurmLauncher
+with mock.patch.object(BaseSubmititLauncher, "__call__", lambda self, *a, **k: OmegaConf.create(
+        {"log": "train${rank_suffix:}.log", "monitor": "${metric:VAL_TOP1_ERROR}"})):
+    config = SlurmLauncher.__new__(SlurmLauncher)(["seed=1"], "hydra.sweep.dir", 0, "id", {})
+print(config.log, config.monitor)
 """
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RANK": "1"}
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        precision, run_dir, log_suffix = result.stdout.split()
-        assert precision in ("bf16-mixed", "32-true") and run_dir.startswith(f"logs/{entry}/runs/")
-        assert log_suffix == "train_rank1.log"  # ${rank_suffix:}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "RANK": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["train_rank1.log", "val/top1_error"]
 
 
-def test_the_old_module_name_still_sorts_imagenet_val():
-    result = subprocess.run([sys.executable, "-m", "alexnet.data.imagenet", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--labels" in result.stdout
+def _composed(overrides: list[str] = ()):
+    """train.py's config as a run resolves it (Hydra's runtime set, so that ${hydra:...} resolves)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer.accelerator=cpu", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "logs/train/runs/now"
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_the_configs_name_metrics_through_metric_names_only():
+    """No config spells a metric key: each refers to alexnet.metric_names (``${metric:NAME}``)."""
+    from alexnet import metric_names
+
+    keys = {v for k, v in vars(metric_names).items() if k.isupper() and isinstance(v, str) and "/" in v}
+    spelt = [
+        f"{path.relative_to(ROOT)}: {key}"
+        for path in (ROOT / "conf").rglob("*.yaml")
+        for key in keys
+        if re.search(rf"(?<![\w/]){re.escape(key)}(?![\w/])", path.read_text())
+    ]
+    assert not spelt, spelt
+    cfg = _composed(["hparams_search=optuna"])
+    assert cfg.callbacks.model_checkpoint.monitor == metric_names.VAL_TOP1_ERROR
+    assert cfg.optimized_metric == metric_names.BEST_VAL_TOP1_ERROR
+    assert "{" + metric_names.VAL_TOP1_ERROR + ":.4f}" in cfg.callbacks.model_checkpoint.filename
+
+
+def test_the_configs_write_the_run_folder_that_run_folder_describes():
+    from alexnet import run_folder
+
+    cfg = _composed()
+    output = Path(cfg.paths.output_dir)
+    assert Path(cfg.callbacks.model_checkpoint.dirpath) == output / run_folder.CHECKPOINTS
+    assert Path(cfg.callbacks.last_checkpoint.dirpath) == output / run_folder.CHECKPOINTS
+    assert cfg.callbacks.last_checkpoint.filename + ".ckpt" == run_folder.LAST_CHECKPOINT
+    assert Path(cfg.callbacks.conv1_filters.dirpath) == output / run_folder.CONV1
+    assert Path(cfg.logger.csv.save_dir) == output  # metrics.csv and hparams.yaml at the top
+    assert Path(cfg.trainer.default_root_dir) == output  # where Lightning looks for hpc_ckpt_*.ckpt
+    assert cfg.hydra.output_subdir == run_folder.HYDRA
+
+
+COMMANDS = [  # every python -m command of the package, with a path that does not exist
+    ("alexnet.results.report", ["nowhere"]),
+    ("alexnet.results.figures", ["nowhere"]),
+    ("alexnet.results.dashboard", ["nowhere", "--dry-run"]),
+    ("alexnet.data.prepare", ["nowhere", "nowhere-prepared"]),
+    ("alexnet.data.stats", ["nowhere"]),
+    ("alexnet.data.imagenet_val", ["nowhere", "--labels", "nowhere.txt"]),
+]
+
+
+def test_the_commands_are_all_listed():
+    found = {_module_name(p).removesuffix(".__main__") for p in PACKAGE.rglob("*.py") if "__main__" in p.read_text()}
+    assert found - {"alexnet.parallel.communication"} == {name for name, _ in COMMANDS}  # that one takes no path
+
+
+@pytest.mark.parametrize(("module", "args"), COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_every_command_answers_a_missing_path_with_one_line(tmp_path, module, args):
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert (result.returncode, len(lines)) == (2, 1), result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and "nowhere" in lines[0]
+    assert not (tmp_path / "nowhere-prepared").exists() and not (tmp_path / "nowhere-prepared.partial").exists()

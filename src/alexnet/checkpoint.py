@@ -2,7 +2,7 @@
 
 A checkpoint is Lightning's dict (``state_dict`` with ``model.<layer>`` keys, the
 optimizer, loops and callbacks) plus these entries, written by
-:class:`alexnet.module.AlexNetModule` through :func:`run_entries`:
+:class:`alexnet.training.module.AlexNetModule` through :func:`run_entries`:
 
 - ``model_kwargs``: the keyword arguments of :class:`alexnet.model.AlexNet`;
   ``AlexNet(**model_kwargs)`` rebuilds the net, with no Hydra and no config files.
@@ -26,7 +26,6 @@ and ``ckpt_path=last`` passes over it to the newest readable checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from alexnet import run_folder
 from alexnet.data.stats import load_stats
 from alexnet.data.transforms import IMAGENET_MEAN, SubtractMean
 from alexnet.errors import CheckpointError
+from alexnet.metric_names import VAL_TOP1_ERROR
 from alexnet.model import AlexNet
 
 log = logging.getLogger(__name__)
@@ -55,19 +56,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # the rename itself survives a power cut
-        finally:
-            os.close(folder)
+        run_folder.atomic_write(path, lambda file: torch.save(checkpoint, file))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -142,12 +131,6 @@ def _normalization(checkpoint: dict[str, Any], config: dict[str, Any]) -> Subtra
     return SubtractMean(mean, data.get("input_scale", 255.0))
 
 
-def read_info(path: str | Path) -> CheckpointInfo:
-    """The run entries of a checkpoint, read without its weights (memory-mapped: cheap even at 0.7 GB)."""
-    path = Path(path)
-    return _info(_load(path), path)
-
-
 def _info(checkpoint: dict[str, Any], path: Path) -> CheckpointInfo:
     config = checkpoint.get("hyper_parameters", {}).get("config", {})
     return CheckpointInfo(
@@ -185,9 +168,6 @@ def stored_model_kwargs(path: str | Path) -> dict[str, Any]:
     return _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), Path(path))
 
 
-RUN_CHECKPOINTS = ("checkpoints/*.ckpt", "hpc_ckpt_*.ckpt")  # in a run's folder: ours, and Lightning's SLURM requeue's
-
-
 def find_last(
     log_dir: str | Path, model_kwargs: dict[str, Any] | None = None, patterns: tuple[str, ...] | None = None
 ) -> Path:
@@ -197,10 +177,14 @@ def find_last(
     for the next newest one: another ``last.ckpt``, or a best-so-far checkpoint beside it.
     ``patterns``: where to look under ``log_dir`` (default: every run's folder under ``train/``).
     """
-    patterns = patterns or tuple(f"train/**/{pattern}" for pattern in RUN_CHECKPOINTS)
+    patterns = patterns or tuple(f"train/**/{pattern}" for pattern in run_folder.CHECKPOINT_PATTERNS)
     found = {path for pattern in patterns for path in Path(log_dir).glob(pattern)}
+
     # Newest first; on a tie (coarse mtimes), the resume checkpoints before a best-so-far one.
-    newest = sorted(found, key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt" or p.name.startswith("hpc_")))
+    def resumes(path: Path) -> bool:
+        return path.name == run_folder.LAST_CHECKPOINT or path.match(run_folder.REQUEUE_CHECKPOINTS)
+
+    newest = sorted(found, key=lambda p: (p.stat().st_mtime, resumes(p)))
     for path in reversed(newest):
         try:
             checkpoint = _load(path)
@@ -243,3 +227,19 @@ def resolve_ckpt_path(
             )
     log.info("Using checkpoint %s", path)
     return str(path)
+
+
+def recorded_best(path: str | Path) -> str | None:
+    """The file name of the best checkpoint by validation top-1 error when ``path`` was written, or None.
+
+    Lightning's ModelCheckpoint keeps its state in every checkpoint; the one monitoring the validation
+    error knows which file was the best so far. An unreadable checkpoint records nothing.
+    """
+    try:
+        callbacks = _load(Path(path)).get("callbacks") or {}
+    except CheckpointError:
+        return None
+    for state in callbacks.values():
+        if isinstance(state, dict) and state.get("monitor") == VAL_TOP1_ERROR and state.get("best_model_path"):
+            return Path(state["best_model_path"]).name
+    return None

@@ -1,13 +1,17 @@
-"""Errors the user fixes, and how the entry points report them: one line, ``error: <problem and fix>``, exit 2.
+"""Errors the user fixes, and how every command reports them: one line, ``error: <problem and fix>``, exit 2.
 
 Bad data, an invalid setting, a missing or unreadable checkpoint, an unknown
 experiment and a diverged run are not bugs in this code: a traceback would bury
 the one line that says what to change. Everything else is, and keeps its traceback.
 ``HYDRA_FULL_ERROR=1`` shows the traceback of every error.
+
+The Hydra entry points (train.py, eval.py, predict.py) run through :func:`run_main`, every
+``python -m alexnet...`` command's ``main`` is decorated with :func:`command`: one error path for all of them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -34,7 +38,7 @@ class DataError(UserError, RuntimeError):
 
 
 class TrainingDiverged(UserError, ArithmeticError):
-    """The loss became NaN or infinite (see :class:`alexnet.callbacks.StopOnDivergence`)."""
+    """The loss became NaN or infinite (see :class:`alexnet.training.callbacks.StopOnDivergence`)."""
 
 
 def _hydra_user_errors() -> tuple[type[BaseException], ...]:
@@ -86,3 +90,23 @@ def run_main(main: Callable[[], Any]) -> None:
             raise
         print(f"error: {one_line(found)}", file=sys.stderr)
         sys.exit(USAGE_EXIT_CODE)
+
+
+def command(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a ``python -m alexnet...`` command's ``main``: a user error becomes one line and exit 2.
+
+    argparse reports a malformed command line itself (usage, then ``error: ...``, exit 2);
+    this does the same for what the command finds wrong (a missing folder, a file of the wrong kind).
+    """
+
+    @functools.wraps(main)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_SET_BY_US):
+                raise
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(USAGE_EXIT_CODE)
+
+    return run

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import alexnet.config  # noqa: F401 - registers the resolvers conf/ uses
+from alexnet import run_folder
 from alexnet.checkpoint import load_model, resolve_ckpt_path
-from alexnet.module import AlexNetModule
-from alexnet.report import format_test_report
+from alexnet.results.console import format_test_report
+from alexnet.training.module import AlexNetModule
 
 log = logging.getLogger(__name__)
 
@@ -38,5 +36,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     results = trainer.test(module, datamodule=datamodule)[0]
     report = format_test_report(results, module.class_errors.compute(), datamodule.class_names())
     log.info("%s on %s/val:\n%s", info.path, datamodule.root, report)
-    Path(cfg.paths.output_dir, "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    run_folder.write_results(cfg.paths.output_dir, results)
     return results

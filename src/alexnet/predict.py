@@ -18,7 +18,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import alexnet.config  # noqa: F401 - registers the resolvers conf/ uses
 from alexnet.checkpoint import load_model, resolve_ckpt_path
 from alexnet.data import eval_transform, load_rgb
 from alexnet.errors import ConfigError, DataError

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -15,14 +12,15 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.checkpoint import RUN_CHECKPOINTS, find_last, resolve_ckpt_path
-from alexnet.config import in_multirun
+from alexnet import metric_names, run_folder
+from alexnet.checkpoint import find_last, resolve_ckpt_path
 from alexnet.errors import CheckpointError, ConfigError, TrainingDiverged
 from alexnet.model import count_parameters
-from alexnet.module import AlexNetModule
-from alexnet.parallel.launch import check_launch, check_run_folder, launch_context
-from alexnet.report import format_test_report
-from alexnet.tracking import finish_wandb, git_commit
+from alexnet.results.console import format_test_report
+from alexnet.training.config import in_multirun
+from alexnet.training.launch import check_launch, check_run_folder, launch_context
+from alexnet.training.loggers import finish_wandb, git_commit
+from alexnet.training.module import AlexNetModule
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +48,10 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [callback for callback in callbacks if callback is not None]  # a factory may decline
 
 
-def read_results(output_dir: str) -> dict[str, Any] | None:
-    """A finished run's ``results.json``; None if there is none or it cannot be read (then the job runs again)."""
-    try:
-        return json.loads(Path(output_dir, "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_results(output_dir: str, results: dict[str, Any]) -> None:
-    """``results.json``, whole or not at all: a sweep run again takes it as the sign that the job is done."""
-    path = Path(output_dir, "results.json")
-    partial = path.with_name(".results.json.partial")
-    partial.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(partial, path)
-
-
 def resume_job(output_dir: str, model_kwargs: dict[str, Any] | None) -> str | None:
     """The newest readable checkpoint in a multirun job's folder, if an earlier run of the sweep left one."""
     try:
-        path = find_last(output_dir, model_kwargs, RUN_CHECKPOINTS)
+        path = find_last(output_dir, model_kwargs, run_folder.CHECKPOINT_PATTERNS)
     except CheckpointError:
         return None
     log.info("Resuming this job of the sweep from %s", path)
@@ -82,7 +64,7 @@ def train(cfg: DictConfig) -> float | None:
     Distributed, every process runs this; (local) rank 0 alone checks the data up front (the
     others wait for it inside ``fit``) and logs, global rank 0 writes the results.
     """
-    finished = read_results(cfg.paths.output_dir) if in_multirun() else None
+    finished = run_folder.read_results(cfg.paths.output_dir) if in_multirun() else None
     if finished is not None:  # a sweep run again into its folder: this job is done
         log.info("Skipping %s: it finished before (delete its results.json to run it again)", cfg.paths.output_dir)
         return finished.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
@@ -136,9 +118,9 @@ def train(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:
             finish_wandb(loggers, failed)
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
-        results["best/val_top1_error"] = float(checkpoint.best_model_score)
-        results["best/checkpoint"] = checkpoint.best_model_path
+        results[metric_names.BEST_VAL_TOP1_ERROR] = float(checkpoint.best_model_score)
+        results[metric_names.BEST_CHECKPOINT] = checkpoint.best_model_path
     if trainer.is_global_zero:
-        write_results(cfg.paths.output_dir, results)
+        run_folder.write_results(cfg.paths.output_dir, results)
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None

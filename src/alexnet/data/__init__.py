@@ -1,13 +1,13 @@
-"""Data: the ImageFolder pipeline of §2/§4.1, its statistics, ImageNet helpers and the demo data."""
+"""Data: the ImageFolder pipeline of §2/§4.1, prepared shards, the demo data, statistics and ImageNet helpers."""
 
-from alexnet.data.datamodule import ImageFolderDataModule, PreparedDataModule, ShapesDataModule
+from alexnet.data.folder import ImageFolderDataModule
 from alexnet.data.images import load_rgb
+from alexnet.data.prepared import PreparedDataModule
+from alexnet.data.shapes import ShapesDataModule
 from alexnet.data.transforms import BatchTransform, PCALighting, SubtractMean, eval_transform
-from alexnet.errors import DataError
 
 __all__ = [
     "BatchTransform",
-    "DataError",
     "ImageFolderDataModule",
     "PCALighting",
     "PreparedDataModule",

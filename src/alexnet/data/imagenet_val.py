@@ -11,7 +11,7 @@ WordNet IDs) or directly as WordNet IDs (``n01751748``)::
 
 Files are moved (``--copy`` to copy) into ``val/<wnid>/``. Class names as words
 come from ``LOC_synset_mapping.txt`` or ``synset_words.txt`` in the data root,
-if present (see :func:`alexnet.data.datamodule.synset_words`).
+if present (see :func:`alexnet.data.folder.synset_words`).
 """
 
 from __future__ import annotations
@@ -20,20 +20,24 @@ import argparse
 import shutil
 from pathlib import Path
 
+from alexnet.errors import ConfigError, DataError, command
+
 
 def read_labels(labels: Path, meta: Path | None = None) -> list[str]:
     """WordNet IDs in val file order, from a ground-truth file of IDs or of wnids."""
+    if not labels.is_file():
+        raise DataError(f"--labels {labels} does not exist: pass the devkit's ILSVRC2012_validation_ground_truth.txt")
     entries = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
     if all(e.startswith("n") and e[1:].isdigit() for e in entries):
         return entries
     if not all(e.isdigit() for e in entries):
-        raise ValueError(f"{labels}: expected one ILSVRC2012_ID (1-1000) or one wnid per line")
-    if meta is None:
-        raise ValueError(f"{labels} holds ILSVRC2012_IDs; pass --meta <devkit>/data/meta.mat to map them to wnids")
+        raise DataError(f"{labels}: expected one ILSVRC2012_ID (1-1000) or one wnid per line")
+    if meta is None or not meta.is_file():
+        raise DataError(f"{labels} holds ILSVRC2012_IDs; pass --meta <devkit>/data/meta.mat to map them to wnids")
     try:
         from scipy.io import loadmat
     except ImportError as error:
-        raise ImportError("reading meta.mat needs scipy: pip install scipy") from error
+        raise ConfigError('reading meta.mat needs scipy: pip install -e ".[imagenet]"') from error
     synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
     id_to_wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[4]) == 0}  # leaves only: the 1000 classes
     return [id_to_wnid[int(e)] for e in entries]
@@ -41,10 +45,12 @@ def read_labels(labels: Path, meta: Path | None = None) -> list[str]:
 
 def sort_val(val_dir: Path, labels: Path, meta: Path | None = None, copy: bool = False) -> int:
     """Move (or copy) each val image into ``val_dir/<wnid>/``; returns the number of files placed."""
+    if not val_dir.is_dir():
+        raise DataError(f"{val_dir} does not exist: pass the flat ILSVRC-2012 val/ folder")
     wnids = read_labels(labels, meta)
     files = sorted(p for p in val_dir.iterdir() if p.is_file() and p.suffix.upper() == ".JPEG")
     if len(files) != len(wnids):
-        raise ValueError(
+        raise DataError(
             f"{val_dir} has {len(files)} JPEG files at its top level but {labels} has {len(wnids)} labels; "
             "run this on the flat, unsorted val/ folder"
         )
@@ -54,6 +60,7 @@ def sort_val(val_dir: Path, labels: Path, meta: Path | None = None, copy: bool =
     return len(files)
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("val_dir", type=Path, help="the flat ILSVRC-2012 val/ folder")

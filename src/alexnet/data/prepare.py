@@ -34,13 +34,12 @@ import io
 import json
 import logging
 import os
-import sys
 import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -48,12 +47,13 @@ from PIL import Image
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from alexnet.data.datamodule import synset_words
+from alexnet import run_folder
+from alexnet.data.folder import synset_words
 from alexnet.data.images import load_rgb
 from alexnet.data.prepared import FORMAT, MANIFEST, read_manifest
 from alexnet.data.stats import RGBSums
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
-from alexnet.errors import USAGE_EXIT_CODE, DataError
+from alexnet.errors import ConfigError, DataError, command
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
@@ -96,37 +96,38 @@ def prepare_shard(shard: Shard) -> dict[str, Any]:
     to_256 = v2.Compose(resize_and_centre_crop())
     rows, bad = [], []
     sums = RGBSums()
-    unfinished = shard.tar.with_suffix(".tar.partial")
-    with tarfile.open(unfinished, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for position, (path, label) in enumerate(shard.samples):
-            try:
-                image = to_256(load_rgb(path, draft=RESIZE))  # (3, 256, 256) uint8
-            except DataError as error:
-                bad.append((path, str(error.__cause__)))
-                continue
-            encoded = io.BytesIO()
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(encoded, "JPEG", quality=shard.quality)
-            name = f"{shard.first_index + position:08d}"
-            member = tarfile.TarInfo(f"{name}.jpg")
-            member.size, member.mtime = encoded.tell(), 0
-            encoded.seek(0)
-            tar.addfile(member, encoded)
-            data_offset = tar.offset - -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE  # data is padded
-            rows.append((shard.number, data_offset, member.size, label))
-            label_member = tarfile.TarInfo(f"{name}.cls")
-            label_member.size = len(text := str(label).encode())
-            tar.addfile(label_member, io.BytesIO(text))
-            if shard.split == "train":
-                sums.add(image[None])
-    unfinished.rename(shard.tar)
+
+    def write(file: IO[bytes]) -> None:  # the shard, whole or not at all
+        with tarfile.open(fileobj=file, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for position, (path, label) in enumerate(shard.samples):
+                try:
+                    image = to_256(load_rgb(path, draft=RESIZE))  # (3, 256, 256) uint8
+                except DataError as error:
+                    bad.append((path, str(error.__cause__)))
+                    continue
+                encoded = io.BytesIO()
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(encoded, "JPEG", quality=shard.quality)
+                name = f"{shard.first_index + position:08d}"
+                member = tarfile.TarInfo(f"{name}.jpg")
+                member.size, member.mtime = encoded.tell(), 0
+                encoded.seek(0)
+                tar.addfile(member, encoded)
+                data_offset = tar.offset - -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE  # data is padded
+                rows.append((shard.number, data_offset, member.size, label))
+                label_member = tarfile.TarInfo(f"{name}.cls")
+                label_member.size = len(text := str(label).encode())
+                tar.addfile(label_member, io.BytesIO(text))
+                if shard.split == "train":
+                    sums.add(image[None])
+
+    run_folder.atomic_write(shard.tar, write)
     summary = {
         "sources": [p for p, _ in shard.samples],
         "rows": torch.tensor(rows, dtype=torch.int64).view(-1, 4),
         "bad": bad,
         "sums": sums.state_dict(),
     }
-    torch.save(summary, shard.summary.with_suffix(".pt.partial"))
-    shard.summary.with_suffix(".pt.partial").rename(shard.summary)
+    run_folder.atomic_write(shard.summary, lambda file: torch.save(summary, file))
     return summary
 
 
@@ -142,13 +143,17 @@ def prepare(
 ) -> Path:
     """Prepare ``src`` (ImageFolder layout) into ``dst``; returns ``dst``. Resumes an interrupted run."""
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    if not src.is_dir():
+        raise DataError(
+            f"{src} does not exist: SRC must be a folder holding train/<class>/<image> and val/<class>/<image>"
+        )
     if (dst / MANIFEST).is_file():
         log.info("%s is prepared already (%s): nothing to do", dst, MANIFEST)
         return dst
     if dst.exists():
         raise DataError(f"{dst} exists and is not a prepared data set: choose a new DST, or delete it")
     if not 1 <= quality <= 100:
-        raise ValueError(f"--quality {quality} is not a JPEG quality; use 1-100 (95: cuda-convnet2's)")
+        raise ConfigError(f"--quality {quality} is not a JPEG quality; use 1-100 (95: cuda-convnet2's)")
     work = dst.with_name(dst.name + ".partial")
     if (work / MANIFEST).is_file():  # stopped between writing its manifest and the rename
         work.rename(dst)
@@ -194,9 +199,7 @@ def prepare(
         "shards": {split: sum(s.split == split for s in shards) for split in SPLITS},
         "bad_images": [list(entry) for entry in bad],
     }
-    unfinished = work / (MANIFEST + ".partial")
-    unfinished.write_text(json.dumps(manifest, indent=1) + "\n")
-    unfinished.rename(work / MANIFEST)
+    run_folder.atomic_write(work / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     work.rename(dst)
     for s in shards:  # only now: until the rename, a rerun resumes from them
         dst.joinpath(s.summary.relative_to(work)).unlink()
@@ -229,6 +232,7 @@ def _run(shards: list[Shard], workers: int) -> tuple[dict[Shard, dict[str, Any]]
     return summaries, sums
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", type=Path, help="ImageFolder tree holding train/<class>/* and val/<class>/*")
@@ -239,11 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    try:
-        dst = prepare(args.src, args.dst, args.workers, args.quality, args.shard_size)
-    except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(USAGE_EXIT_CODE)
+    dst = prepare(args.src, args.dst, args.workers, args.quality, args.shard_size)
     manifest = read_manifest(dst)
     print(
         f"{dst}: {manifest['images']['train']} training and {manifest['images']['val']} validation images, "

@@ -13,8 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
 
+from alexnet.data.folder import ImageFolderDataModule
 from alexnet.data.transforms import RESIZE
 from alexnet.errors import DataError
 
@@ -105,3 +108,67 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise DataError(f"{path} is format {manifest.get('format')!r}, not {FORMAT!r}: prepare it again")
     return manifest
+
+
+class PreparedDataModule(ImageFolderDataModule):
+    """Data written once by ``python -m alexnet.data.prepare SRC DST``: 256x256 JPEG shards.
+
+    Workers decode 256x256 JPEGs and cut the crops in uint8; the statistics (``DST/stats.pt``),
+    classes and class words come with the data; every image was checked when it was prepared.
+
+    Args:
+        root: the prepared data set (DST).
+        decode_on_device: send the JPEG bytes to the device and decode them there (batched
+            nvJPEG on CUDA): for a GPU with few CPU cores per GPU. Workers then only read bytes.
+        per_pixel_mean: §2's mean image, which preparation computes (default here: true).
+        **kwargs: as :class:`ImageFolderDataModule`.
+    """
+
+    def __init__(self, root: str, decode_on_device: bool = False, per_pixel_mean: bool = True, **kwargs: Any) -> None:
+        if kwargs.get("stats") is None:
+            kwargs["stats"] = str(Path(root).expanduser() / "stats.pt")
+        kwargs.setdefault("verify", False)
+        super().__init__(root, per_pixel_mean=per_pixel_mean, **kwargs)
+        self.decode_on_device = decode_on_device
+        self.crops_in_workers = not decode_on_device
+        self._manifest: dict[str, Any] | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.root)
+        return self._manifest
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    def class_names(self) -> list[str]:
+        return self.manifest["class_names"]
+
+    def resize_transforms(self) -> list[v2.Transform]:
+        return []  # prepared images are 256x256 already
+
+    def setup(self, stage: str | None = None) -> None:
+        read_manifest(self.root)  # an unprepared or unfinished root says so before its stats are looked for
+        super().setup(stage)
+
+    def images(self, split: str, transform: Callable | None = None) -> Dataset:
+        """As the base class's, the images decoded here (uint8 (3, 256, 256)) even with ``decode_on_device``."""
+        return PreparedImages(self.root / split, self.classes, transform)
+
+    def dataset(self, split: str, transform: Callable | None = None) -> PreparedImages:
+        images = PreparedImages(self.root / split, self.classes, transform, decode=not self.decode_on_device)
+        images.check_shards()
+        return images
+
+    def verify_images(self) -> None:
+        pass  # every image was decoded when the data set was prepared; bad ones are in prepared.json
+
+
+def count_classes(root: str) -> int:
+    """The number of classes of the data at ``root``, prepared or ImageFolder (``${num_classes_in:...}``)."""
+    root_path = Path(root).expanduser()
+    if (root_path / MANIFEST).is_file() or not (root_path / "train").is_dir():
+        return len(read_manifest(root_path)["classes"])
+    return len(datasets.folder.find_classes(root_path / "train")[0])

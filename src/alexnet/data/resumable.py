@@ -9,7 +9,7 @@ checkpoint and hands it back on resume. Three things make the continuation exact
   A fresh loader at an epoch boundary and a restored one mid-epoch both continue as an unbroken run.
 - :class:`WorkerRandomState`: each worker's torch, numpy and Python RNG states, so a restored worker
   draws the crops, flips and lighting the unbroken run drew (the loader itself only reseeds it).
-- No step checkpoint on an epoch's last batch (:class:`alexnet.callbacks.StepCheckpoint`): its loader
+- No step checkpoint on an epoch's last batch (:class:`alexnet.training.callbacks.StepCheckpoint`): its loader
   state would say "all batches taken", and the resumed epoch would end before its validation.
 
 Measured with a kill mid-epoch (tests/test_failures.py): the final weights equal an unbroken run's.
@@ -18,16 +18,12 @@ Measured with a kill mid-epoch (tests/test_failures.py): the final weights equal
 from __future__ import annotations
 
 import random
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
-
-# torchdata 0.11 warns about its own internal call, once per epoch.
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 class EpochSampler(StatefulDistributedSampler):

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
+from alexnet import run_folder
+from alexnet.data.folder import ImageFolderDataModule
 from alexnet.errors import DataError
 
 SIZE = 256
@@ -155,3 +158,29 @@ def generate(
         shutil.rmtree(root)
     tmp.rename(root)
     return root
+
+
+class ShapesDataModule(ImageFolderDataModule):
+    """The demo data: generated into ``root`` on first use (see :mod:`alexnet.data.shapes`)."""
+
+    def __init__(
+        self, root: str, train_per_class: int = 600, val_per_class: int = 50, seed: int = 2012, **kwargs
+    ) -> None:
+        if kwargs.get("stats") is None:
+            kwargs["stats"] = str(Path(root) / "stats.pt")  # computed from the generated images
+        super().__init__(root, **kwargs)
+        self.generation = {"train_per_class": train_per_class, "val_per_class": val_per_class, "seed": seed}
+
+    def prepare_data(self) -> None:
+        generate(self.root, **self.generation)
+        stats = Path(self.stats)
+        if not stats.exists():
+            from alexnet.data.stats import compute_stats  # here: `python -m alexnet.data.stats` runs that module
+
+            with torch.random.fork_rng(devices=[]):  # a first run must train like any later one
+                computed = compute_stats(self.root, workers=self.num_workers)
+            run_folder.atomic_write(stats, lambda file: torch.save(computed, file))
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # a no-op when the data and its stats are there; needed outside a Trainer
+        super().setup(stage)

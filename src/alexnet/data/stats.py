@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 
 from alexnet.data.images import load_rgb
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
-from alexnet.errors import DataError
+from alexnet.errors import DataError, command
 
 
 def compute_stats(
@@ -29,7 +29,13 @@ def compute_stats(
 ) -> dict[str, torch.Tensor | int]:
     """Mean (channel and pixel) and RGB eigen-decomposition of ``root/train``."""
     transform = v2.Compose(resize_and_centre_crop())
-    dataset = datasets.ImageFolder(Path(root) / "train", transform=transform, loader=load_rgb)
+    train = Path(root) / "train"
+    if not train.is_dir():
+        raise DataError(f"{train} does not exist: the root must hold train/<class>/<image> (and val/)")
+    try:
+        dataset = datasets.ImageFolder(train, transform=transform, loader=load_rgb)
+    except FileNotFoundError as error:  # no class folders, or none with images
+        raise DataError(f"{train} has no usable class folders ({error}): expected train/<class>/<image>") from error
     if max_images is not None and max_images < len(dataset):
         # An evenly spaced subset covers every class (ImageFolder sorts by class).
         step = len(dataset) / max_images
@@ -39,7 +45,7 @@ def compute_stats(
     for images, _ in loader:
         sums.add(images)
     if sums.count == 0:
-        raise ValueError(f"no training images under {Path(root) / 'train'}")
+        raise DataError(f"no training images under {train}")
     return sums.statistics()
 
 
@@ -104,6 +110,7 @@ def load_stats(path: str | Path) -> dict[str, torch.Tensor | int]:
     return torch.load(path, weights_only=True)
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="data root holding train/<class>/*")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alexnet.errors import ConfigError, command
 from alexnet.model import AlexNet, count_parameters
 from alexnet.parallel.towers import SHARDED, TOWERS, gather_points
 
@@ -90,14 +91,6 @@ def ddp_transfers(num_classes: int = 1000, replicas: int = 2, towers: bool = Fal
     return [Transfer(f"{what} ({params:,} fp32)", "all_reduce", 4 * params, replicas)]
 
 
-def payload_by_kind(transfers: list[Transfer], steps: int = 1) -> dict[str, int]:
-    """Total payload per kind of collective over ``steps`` steps, as the tests count it in a run."""
-    totals: dict[str, int] = {}
-    for t in transfers:
-        totals[t.kind] = totals.get(t.kind, 0) + t.payload * steps
-    return totals
-
-
 def table(batch: int = 128, num_classes: int = 1000) -> str:
     """Markdown: bytes sent per device and step for DDP, towers and the 2x2 hybrid, fp32 and bf16."""
 
@@ -138,11 +131,14 @@ def table(batch: int = 128, num_classes: int = 1000) -> str:
     return "\n".join(lines)
 
 
+@command
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128, help="global batch (the paper: 128)")
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args()
+    if args.batch < 2 or args.classes < 1:
+        raise ConfigError(f"--batch {args.batch} --classes {args.classes}: the towers need a batch >= 2 and >= 1 class")
     print(table(args.batch, args.classes))
 
 

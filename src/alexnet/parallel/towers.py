@@ -29,8 +29,8 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from torch.nn import functional as F
 
 from alexnet.errors import ConfigError
-from alexnet.lrn import LocalResponseNorm
 from alexnet.model import AlexNet
+from alexnet.model.lrn import LocalResponseNorm
 from alexnet.parallel.collectives import gather_logits, gather_towers
 
 TOWERS = 2
@@ -171,6 +171,8 @@ class TowersStrategy(ModelParallelStrategy):
                 f"trainer=towers needs an even number of processes (one per tower, in pairs); got "
                 f"{processes}. Set trainer.devices (x trainer.num_nodes) to 2, 4, 6, ..."
             )
+        # Private: ModelParallelStrategy takes the replica count only when built, and its "auto" means one per
+        # node; the world size is known only now. tests/parallel/test_parallel.py's 2 x 2 towers test fails if it moves.
         self._data_parallel_size = processes // TOWERS
         super().setup_environment()
 
