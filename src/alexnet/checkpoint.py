@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
@@ -70,6 +70,16 @@ def _load(path: Path) -> dict[str, Any]:
             f"{path} is truncated or not a checkpoint ({str(error).splitlines()[0]}); pass another one "
             "(ckpt_path=last takes the newest readable one)"
         ) from error
+
+
+@runtime_checkable
+class DescribesInputs(Protocol):
+    """What a data module tells a checkpoint: how pixels reach the model, and the labels (alexnet.data's do)."""
+
+    normalization: SubtractMean | None
+    classes: list[str]
+
+    def class_names(self) -> list[str]: ...
 
 
 def run_entries(

@@ -6,7 +6,9 @@ the one line that says what to change. Everything else is, and keeps its traceba
 ``HYDRA_FULL_ERROR=1`` shows the traceback of every error.
 
 The Hydra entry points (train.py, eval.py, predict.py) run through :func:`run_main`, every
-``python -m alexnet...`` command's ``main`` is decorated with :func:`command`: one error path for all of them.
+``python -m alexnet...`` command's ``main`` is decorated with :func:`command`: one error path for all
+of them. (The one other exit: ``python -m alexnet.results.dashboard`` says in one line that the W&B
+server did not answer and exits 1, for an outage is not bad input.)
 """
 
 from __future__ import annotations
@@ -73,40 +75,47 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(error).__name__
 
 
+def _wants_traceback() -> bool:
+    """The user's ``HYDRA_FULL_ERROR=1`` (not the one :func:`run_main` sets for itself)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_SET_BY_US)
+
+
+def _report(error: BaseException) -> None:
+    """Re-raise a bug (or anything, when the user asked for tracebacks); a user error as one line, exit 2."""
+    found = None if _wants_traceback() else user_error(error)
+    if found is None:
+        raise error
+    print(f"error: {one_line(found)}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
+
+
 def run_main(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; report a user error as one line and exit 2.
 
     Hydra prints an error from inside the job with a filtered traceback and exits 1;
     with ``HYDRA_FULL_ERROR=1`` it raises it instead, which is how this sees it.
     """
-    debug = os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_SET_BY_US)
-    if not debug:
+    if not _wants_traceback():
         os.environ["HYDRA_FULL_ERROR"] = os.environ[_SET_BY_US] = "1"
     try:
         main()
     except Exception as error:
-        found = None if debug else user_error(error)
-        if found is None:
-            raise
-        print(f"error: {one_line(found)}", file=sys.stderr)
-        sys.exit(USAGE_EXIT_CODE)
+        _report(error)
 
 
 def command(main: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a ``python -m alexnet...`` command's ``main``: a user error becomes one line and exit 2.
 
-    argparse reports a malformed command line itself (usage, then ``error: ...``, exit 2);
-    this does the same for what the command finds wrong (a missing folder, a file of the wrong kind).
+    argparse reports a malformed command line itself (usage, then ``error: ...``, exit 2); this does
+    the same for what the command finds wrong (a missing folder, a file of the wrong kind), also when
+    it comes wrapped (Hydra's ``instantiate`` raises a constructor's error ``from`` its own).
     """
 
     @functools.wraps(main)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return main(*args, **kwargs)
-        except UserError as error:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_SET_BY_US):
-                raise
-            print(f"error: {one_line(error)}", file=sys.stderr)
-            sys.exit(USAGE_EXIT_CODE)
+        except Exception as error:
+            _report(error)
 
     return run

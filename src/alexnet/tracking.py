@@ -76,15 +76,16 @@ def settings(init_timeout: float = 30.0, finish_timeout: float = 60.0, **kwargs:
     return wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout, quiet=True, **kwargs)
 
 
-def start(begin: Callable[[str], Started], mode: str, what: str = "W&B") -> Started | None:
+def start(begin: Callable[[str], Started], mode: str, what: str = "W&B", fallback: bool = True) -> Started | None:
     """``begin(mode)``, which starts a W&B run; online failing, ``begin("offline")``; None if W&B cannot run.
 
     ``mode``: as :func:`resolve_mode` takes it. Pass ``mode=`` on to ``wandb.init`` (directly or through
     Lightning's ``WandbLogger``): ``WANDB_MODE``, which Lightning's ``offline=True`` sets, is ignored by a W&B
-    that already started in this process (the failed online attempt). Never raises for W&B's own failures.
+    that already started in this process (the failed online attempt). ``fallback=False``: in ``mode`` or
+    not at all (a run resumed by its id exists in one mode only). Never raises for W&B's own failures.
     """
     global _online_failed
-    mode = resolve_mode(mode)
+    requested, mode = mode, resolve_mode(mode)
     if mode == "disabled":
         return None
     try:
@@ -95,7 +96,10 @@ def start(begin: Callable[[str], Started], mode: str, what: str = "W&B") -> Star
     if mode == "online" and _online_failed:
         log.warning("W&B did not answer earlier in this process: %s logged offline", what)
         mode = "offline"
-    for attempt in (mode, "offline") if mode == "online" else (mode,):
+    if not fallback and requested != "auto" and mode != requested:
+        log.warning("W&B cannot log %s %s here: not logged to W&B", what, requested)
+        return None
+    for attempt in (mode, "offline") if mode == "online" and fallback else (mode,):
         try:
             return begin(attempt)
         except Exception as error:
@@ -157,11 +161,9 @@ def log_images(folder: str | Path, images: list[Path], prefix: str = FIGURES_PRE
         mode = "online"
 
     def begin(attempt: str) -> Any:
-        if attempt != mode:  # the figures of an online run go to that run, or nowhere
-            raise RuntimeError(f"run {run_id} is {mode}")
         return wandb.init(mode=attempt, settings=settings(silent=True), **where)
 
-    run = start(begin, mode, f"the figures of {folder.name}")
+    run = start(begin, mode, f"the figures of {folder.name}", fallback=False)  # an online run's go to it or nowhere
     if run is None:
         return None
     try:

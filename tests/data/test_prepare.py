@@ -16,8 +16,8 @@ from conftest import ROOT, assert_ok, make_image_folder, run_cli
 from PIL import Image
 
 from alexnet.data import ImageFolderDataModule, PreparedDataModule
+from alexnet.data.manifest import count_classes, read_manifest
 from alexnet.data.prepare import prepare
-from alexnet.data.prepared import count_classes, read_manifest
 from alexnet.data.stats import compute_stats
 from alexnet.errors import DataError
 

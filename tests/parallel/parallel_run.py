@@ -1,9 +1,9 @@
 """A few SGD steps of the paper's net on fixed random batches: one process, DDP, or towers.
 
-Run by tests/test_parallel.py, one process directly and the others through torchrun:
+Run by tests/parallel/test_parallel.py, one process directly and the others through torchrun:
 
-    python tests/parallel_run.py --out DIR --batch 8
-    python -m torch.distributed.run --standalone --nproc-per-node 4 tests/parallel_run.py \
+    python tests/parallel/parallel_run.py --out DIR --batch 8
+    python -m torch.distributed.run --standalone --nproc-per-node 4 tests/parallel/parallel_run.py \
         --out DIR --batch 4 --strategy towers
 
 Writes DIR/losses.json (the loss of each step, averaged over processes) and

@@ -167,11 +167,20 @@ def test_torchrun_runs_share_one_folder_and_a_sweep_under_torchrun_is_refused(wo
 
 
 def test_slurm_launcher_sizes_jobs_from_the_trainer():
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    # As Hydra builds it for a sweep: it takes launchers only from the hydra_plugins namespace.
+    context = HydraContext(config_loader=None, callbacks=None)
+    built = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=print, config=cfg)
+    assert isinstance(built, submitit_launcher.SlurmLauncher) and type(built).__module__.endswith(
+        "alexnet_lab.slurm_launcher"
+    )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert launcher["_target_"] == "alexnet.training.slurm.SlurmLauncher"  # submitit's, with the resolvers
     assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
     assert launcher["additional_parameters"]["signal"] == "USR1@120"  # Lightning's requeue signal
 

@@ -28,7 +28,7 @@ def payload_by_kind(transfers: list[Transfer], steps: int = 1) -> dict[str, int]
 
 
 def parallel_run(out: Path, *args: str, processes: int = 1) -> list[float]:
-    """tests/parallel_run.py on one process, or on ``processes`` through torchrun; the losses it wrote."""
+    """tests/parallel/parallel_run.py on one process, or on ``processes`` through torchrun; the losses it wrote."""
     launch = [sys.executable]
     if processes > 1:
         launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]

@@ -115,11 +115,13 @@ def test_training_reads_metrics_only_on_logging_steps_and_counts_every_batch(tmp
 
         seen: ClassVar[list[tuple[bool, bool]]] = []
 
-        def on_train_batch_start(self, trainer, *args):
-            self.seen.append((is_logging_step(trainer, stepped=False), trainer._logger_connector.should_update_logs))
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            ours = is_logging_step(trainer, batch_idx, stepped=False)
+            self.seen.append((ours, trainer._logger_connector.should_update_logs))
 
-        def on_train_batch_end(self, trainer, *args):
-            self.seen.append((is_logging_step(trainer, stepped=True), trainer._logger_connector.should_update_logs))
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            ours = is_logging_step(trainer, batch_idx, stepped=True)
+            self.seen.append((ours, trainer._logger_connector.should_update_logs))
 
     class Trainable(Lookup):  # the same logits, with a gradient to step on
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,3 +148,41 @@ def test_training_reads_metrics_only_on_logging_steps_and_counts_every_batch(tmp
         ours == lightning for ours, lightning in AgreesWithLightning.seen
     )
     assert [ours for ours, _ in AgreesWithLightning.seen].count(True) == 4  # steps 3 and 6, before and after
+
+
+def test_throughput_is_logged_once_per_logging_step_without_the_validation_time(tmp_path):
+    """Gradient accumulation and validation: one throughput row per logged step, at the loss's step, in its epoch."""
+    import csv
+    import time
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alexnet.training.callbacks import ThroughputMonitor, images_in_batch
+
+    class SlowValidation(L.Callback):
+        def on_validation_batch_end(self, trainer, *args):
+            if not trainer.sanity_checking:
+                time.sleep(0.4)
+
+    class Trainable(Lookup):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + 0 * self.fc8.weight.sum()
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(28, 3, 2, 2), torch.randint(0, 3, (28,)))
+    module = AlexNetModule(Trainable(3), optimizer=functools.partial(torch.optim.SGD, lr=0.1), channels_last=False)
+    trainer = L.Trainer(
+        max_epochs=2, logger=CSVLogger(tmp_path), log_every_n_steps=2, accumulate_grad_batches=2,
+        limit_val_batches=2, num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[ThroughputMonitor(images_in_batch, window_size=2), SlowValidation()],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))  # 4 optimizer steps an epoch
+    with open(next(tmp_path.rglob("metrics.csv"))) as file:
+        rows = list(csv.DictReader(file))
+    losses = [int(r["step"]) for r in rows if r.get("train/loss")]
+    timed = [(int(r["step"]), int(r["epoch"]), float(r["train/time"])) for r in rows if r.get("train/time")]
+    assert losses == [step for step, _, _ in timed] == [1, 3, 5, 7]  # global steps 2, 4, 6, 8: each once
+    assert [epoch for _, epoch, _ in timed] == [0, 0, 1, 1]
+    assert timed[2][2] - timed[1][2] < 0.4  # epoch 0's validation (0.8 s of sleep) is not training time

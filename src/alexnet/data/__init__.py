@@ -1,18 +1,34 @@
-"""Data: the ImageFolder pipeline of §2/§4.1, prepared shards, the demo data, statistics and ImageNet helpers."""
+"""Data: the ImageFolder pipeline of §2/§4.1, prepared shards, the demo data, statistics and ImageNet helpers.
 
-from alexnet.data.folder import ImageFolderDataModule
-from alexnet.data.images import load_rgb
-from alexnet.data.prepared import PreparedDataModule
-from alexnet.data.shapes import ShapesDataModule
-from alexnet.data.transforms import BatchTransform, PCALighting, SubtractMean, eval_transform
+The names below load on first use (PEP 562), so that importing one light module of the package
+(``alexnet.data.manifest`` for a resolver, ``alexnet.data.resumable``) does not load every data module,
+and ``python -m alexnet.data.stats`` does not find its own module imported already. The configs'
+``_target_: alexnet.data.ShapesDataModule`` and ``from alexnet.data import ...`` work as for any package.
+"""
 
-__all__ = [
-    "BatchTransform",
-    "ImageFolderDataModule",
-    "PCALighting",
-    "PreparedDataModule",
-    "ShapesDataModule",
-    "SubtractMean",
-    "eval_transform",
-    "load_rgb",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ImageFolderDataModule": "alexnet.data.folder",
+    "PreparedDataModule": "alexnet.data.prepared",
+    "ShapesDataModule": "alexnet.data.shapes",
+    "load_rgb": "alexnet.data.images",
+    "BatchTransform": "alexnet.data.transforms",
+    "PCALighting": "alexnet.data.transforms",
+    "SubtractMean": "alexnet.data.transforms",
+    "eval_transform": "alexnet.data.transforms",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'alexnet.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 
 from alexnet.data.images import find_bad_images, load_rgb
 from alexnet.data.resumable import EpochSampler, WorkerRandomState
+from alexnet.data.stats import load_stats
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
@@ -170,8 +171,6 @@ class ImageFolderDataModule(L.LightningDataModule):
     def _statistics(self) -> tuple[SubtractMean, PCALighting | None]:
         mean, eigval, eigvec = self.mean, self.eigval, self.eigvec
         if self.stats is not None:
-            from alexnet.data.stats import load_stats  # here: `python -m alexnet.data.stats` runs that module
-
             stats = load_stats(self.stats)
             mean = stats["mean_image"] if self.per_pixel_mean else stats["mean"]
             eigval, eigvec = stats["eigval"], stats["eigvec"]

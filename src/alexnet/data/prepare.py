@@ -50,7 +50,7 @@ from torchvision.transforms import v2
 from alexnet import run_folder
 from alexnet.data.folder import synset_words
 from alexnet.data.images import load_rgb
-from alexnet.data.prepared import FORMAT, MANIFEST, read_manifest
+from alexnet.data.manifest import FORMAT, MANIFEST, read_manifest
 from alexnet.data.stats import RGBSums
 from alexnet.data.transforms import RESIZE, resize_and_centre_crop
 from alexnet.errors import ConfigError, DataError, command

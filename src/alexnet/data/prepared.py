@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import mmap
 from collections import OrderedDict
 from collections.abc import Callable
@@ -13,17 +12,15 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision import datasets
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 from alexnet.data.folder import ImageFolderDataModule
+from alexnet.data.manifest import read_manifest
 from alexnet.data.transforms import RESIZE
 from alexnet.errors import DataError
 
-MANIFEST = "prepared.json"
 OPEN_SHARDS = 64  # per worker process, well below the usual limit of 1024 open files
-FORMAT = "alexnet-prepared/1"
 # Stands in for an image that the device will decode: the crop needs only its size.
 _UNDECODED = torch.empty(3, RESIZE, RESIZE, dtype=torch.uint8, device="meta")
 
@@ -89,27 +86,6 @@ class PreparedImages(Dataset):
         return {**self.__dict__, "_shards": OrderedDict()}
 
 
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """A prepared data set's ``prepared.json``, or a :class:`DataError` saying how to make or finish it."""
-    root = Path(root).expanduser()
-    path = root / MANIFEST
-    if not path.is_file():
-        unfinished = root.with_name(root.name + ".partial")
-        if unfinished.is_dir():
-            raise DataError(
-                f"{root} is not finished: its preparation stopped in {unfinished}. Run the same "
-                f"`python -m alexnet.data.prepare SRC {root}` again to finish it (done shards are kept)."
-            )
-        raise DataError(
-            f"data.root={root} is not a prepared data set (no {MANIFEST}): make one with "
-            f"`python -m alexnet.data.prepare SRC {root}`, or use data=imagenet for an ImageFolder tree"
-        )
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{path} is format {manifest.get('format')!r}, not {FORMAT!r}: prepare it again")
-    return manifest
-
-
 class PreparedDataModule(ImageFolderDataModule):
     """Data written once by ``python -m alexnet.data.prepare SRC DST``: 256x256 JPEG shards.
 
@@ -164,11 +140,3 @@ class PreparedDataModule(ImageFolderDataModule):
 
     def verify_images(self) -> None:
         pass  # every image was decoded when the data set was prepared; bad ones are in prepared.json
-
-
-def count_classes(root: str) -> int:
-    """The number of classes of the data at ``root``, prepared or ImageFolder (``${num_classes_in:...}``)."""
-    root_path = Path(root).expanduser()
-    if (root_path / MANIFEST).is_file() or not (root_path / "train").is_dir():
-        return len(read_manifest(root_path)["classes"])
-    return len(datasets.folder.find_classes(root_path / "train")[0])

@@ -12,7 +12,7 @@ checkpoint and hands it back on resume. Three things make the continuation exact
 - No step checkpoint on an epoch's last batch (:class:`alexnet.training.callbacks.StepCheckpoint`): its loader
   state would say "all batches taken", and the resumed epoch would end before its validation.
 
-Measured with a kill mid-epoch (tests/test_failures.py): the final weights equal an unbroken run's.
+Measured with a kill mid-epoch (tests/training/test_failures.py): the final weights equal an unbroken run's.
 """
 
 from __future__ import annotations

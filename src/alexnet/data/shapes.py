@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from alexnet import run_folder
 from alexnet.data.folder import ImageFolderDataModule
+from alexnet.data.stats import compute_stats
 from alexnet.errors import DataError
 
 SIZE = 256
@@ -175,8 +176,6 @@ class ShapesDataModule(ImageFolderDataModule):
         generate(self.root, **self.generation)
         stats = Path(self.stats)
         if not stats.exists():
-            from alexnet.data.stats import compute_stats  # here: `python -m alexnet.data.stats` runs that module
-
             with torch.random.fork_rng(devices=[]):  # a first run must train like any later one
                 computed = compute_stats(self.root, workers=self.num_workers)
             run_folder.atomic_write(stats, lambda file: torch.save(computed, file))

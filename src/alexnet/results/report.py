@@ -339,8 +339,6 @@ def log_report_run(sweep_dir: str | Path, report: dict[str, Any], mode: str | No
     group = str(report.get("sweep") or folder.resolve().name)
 
     def begin(attempt: str) -> Any:
-        if mode is not None and attempt != mode:
-            raise RuntimeError(f"the report run is logged {mode} or not at all")
         return wandb.init(
             project=options.get("project") or report.get("project") or tracking.DEFAULT_PROJECT,
             entity=options.get("entity"),
@@ -358,7 +356,7 @@ def log_report_run(sweep_dir: str | Path, report: dict[str, Any], mode: str | No
             settings=tracking.settings(options.get("init_timeout", 30), options.get("finish_timeout", 60), silent=True),
         )
 
-    run = tracking.start(begin, mode or "auto", "the sweep's report run")
+    run = tracking.start(begin, mode or "auto", "the sweep's report run", fallback=mode is None)
     if run is None:
         return None
     try:

@@ -84,6 +84,9 @@ class ThroughputMonitor(L.Callback):
     Lightning's ThroughputMonitor logs them. Unlike that monitor, this one waits for the GPU and
     reads the clock only on logging steps (``log_every_n_steps``): between them it counts images and
     FLOPs (the module's ``flops_per_batch``). Validation time is not counted as training time.
+    Training only: Lightning's also logs ``validate/...`` and ``test/...`` rates, which nothing here
+    reads. Rank 0 logs, straight to the loggers (not into ``trainer.logged_metrics``), at the step and
+    epoch Lightning writes that batch's metrics at.
     """
 
     def __init__(self, batch_size_fn: Callable[[Any], int], window_size: int = 100) -> None:
@@ -108,7 +111,7 @@ class ThroughputMonitor(L.Callback):
         self._batches += 1
         self._samples += self.batch_size_fn(batch)
         self._unlogged_flops += getattr(pl_module, "flops_per_batch", None) or 0
-        if self._throughput is None or not is_logging_step(trainer, stepped=True):
+        if self._throughput is None or not is_logging_step(trainer, batch_idx, stepped=True):
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the GPU's work so far, not just what was queued
@@ -161,14 +164,14 @@ class StopOnDivergence(L.Callback):
         self._bad_loss = torch.tensor(0.0, device=pl_module.device)
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs["loss"].detach().float() if isinstance(outputs, dict) else outputs.detach().float()
         bad = ~loss.isfinite() & (self._first_bad_step < 0)  # the first one only
         step = trainer.global_step - 1  # the step the loss belongs to, as the logs number it
         self._first_bad_step = torch.where(bad, step, self._first_bad_step)
         self._bad_loss = torch.where(bad, loss, self._bad_loss)
-        if is_logging_step(trainer, stepped=True):  # the host reads the logged metrics now anyway
+        if is_logging_step(trainer, batch_idx, stepped=True):  # the host reads the logged metrics now anyway
             self.check(trainer)
             self._watch_growth(trainer, loss.item())
 
@@ -305,7 +308,8 @@ class RequeueCheckpoint(L.Callback):
         # Not after an epoch's last batch: see StepCheckpoint.
         if self._signal is None or last_batch_of_epoch(trainer, batch_idx):
             return
-        if not is_logging_step(trainer, stepped=True):  # where all processes agree to look
+        # Where all processes agree to look: the logging steps (every step when nothing is logged).
+        if not is_logging_step(trainer, batch_idx, stepped=True) and trainer.log_every_n_steps > 0:
             return
         if trainer.strategy.reduce_boolean_decision(self._requested, all=False):
             self._requested = False
@@ -320,7 +324,11 @@ class RequeueCheckpoint(L.Callback):
             return
         array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-        result = subprocess.call(["scontrol", "requeue", job])
+        try:
+            result = subprocess.call(["scontrol", "requeue", job])
+        except OSError as error:  # no scontrol on this node's PATH: the checkpoint is there to resume by hand
+            log.warning("Could not requeue SLURM job %s (%s): resume it with ckpt_path=last", job, error)
+            return
         if result == 0:
             log.info("Requeued SLURM job %s", job)
         else:

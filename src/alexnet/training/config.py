@@ -3,7 +3,7 @@
 :func:`register_resolvers` makes them known to OmegaConf. Importing this module does not: the
 scripts at the root (train.py, eval.py, predict.py) call it before Hydra composes their config,
 and so does a SLURM sweep's job before Hydra resolves its folder
-(:class:`alexnet.training.slurm.SlurmLauncher`). The resolvers:
+(:class:`hydra_plugins.alexnet_lab.slurm_launcher.SlurmLauncher`). The resolvers:
 
 - ``${auto_precision:${trainer.accelerator}}``: bf16-mixed where the hardware runs it natively, else 32-true.
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
@@ -29,7 +29,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from alexnet import metric_names
-from alexnet.data.prepared import count_classes
+from alexnet.data.manifest import count_classes
 from alexnet.training.hardware import auto_precision
 
 

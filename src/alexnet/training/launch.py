@@ -10,7 +10,7 @@ Who starts the processes decides what can go wrong:
   Their run folder is named after the launch (:func:`alexnet.training.config.run_name`), not the second it
   started, so the ranks agree on it; under SLURM a requeued job finds its folder,
   and Lightning's ``hpc_ckpt_*.ckpt`` in it, again.
-- **Multirun under SLURM**: ``hydra/launcher=slurm`` (:class:`alexnet.training.slurm.SlurmLauncher`, submitit's)
+- **Multirun under SLURM**: ``hydra/launcher=slurm`` (:class:`hydra_plugins.alexnet_lab.slurm_launcher.SlurmLauncher`, submitit's)
   submits one SLURM job per sweep point with one task per device.
 
 The one combination that cannot work is refused before anything starts: a sweep
@@ -110,6 +110,8 @@ def launch_context(trainer: L.Trainer, ckpt_path: str | None = None) -> Iterator
                 hydra.run.dir = run_dir
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        # Private: Lightning's subprocess launcher keeps the ranks it started as ``procs`` and has no public
+        # wait; tests/parallel/test_distributed.py's sweep of DDP jobs fails if it moves.
         for process in getattr(trainer.strategy.launcher, "procs", []):
             try:
                 process.wait(timeout=CHILD_EXIT_TIMEOUT_S)

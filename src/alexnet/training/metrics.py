@@ -49,14 +49,22 @@ def top_k_errors(num_classes: int, **kwargs: Any) -> dict[int, TopKError]:
     return {k: TopKError(num_classes, k, **kwargs) for k in TOP_K}
 
 
-def is_logging_step(trainer: L.Trainer, stepped: bool) -> bool:
+def steps_the_optimizer(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether this training batch ends in an optimizer step (with ``accumulate_grad_batches``, only every n-th)."""
+    return (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or batch_idx + 1 >= trainer.num_training_batches
+
+
+def is_logging_step(trainer: L.Trainer, batch_idx: int, stepped: bool) -> bool:
     """Whether the loggers write this training batch's metrics: every ``log_every_n_steps`` steps, and at a stop.
 
     ``stepped``: asked after the batch's optimizer step (``on_train_batch_end``), when ``global_step``
-    counts it already; before it (``training_step``) it does not. Lightning decides the same with a
-    private attribute (``_logger_connector.should_update_logs``); tests/training/test_module.py checks
-    that both agree on every step of a fit.
+    counts it already; before it (``training_step``) it does not. Batches that only accumulate
+    gradients are never logged, as Lightning logs none. Lightning decides the same with a private
+    attribute (``_logger_connector.should_update_logs``); tests/training/test_module.py checks that both
+    agree on every batch of a fit.
     """
     every = trainer.log_every_n_steps
+    if every <= 0 or not steps_the_optimizer(trainer, batch_idx):
+        return False
     step = trainer.global_step if stepped else trainer.global_step + 1
-    return every > 0 and (step % every == 0 or trainer.should_stop)
+    return step % every == 0 or trainer.should_stop

@@ -20,8 +20,9 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import Metric
 
 from alexnet import metric_names
-from alexnet.checkpoint import run_entries
+from alexnet.checkpoint import DescribesInputs, run_entries
 from alexnet.data.resumable import host_rng_states, set_host_rng_states
+from alexnet.data.transforms import SubtractMean
 from alexnet.errors import ConfigError
 from alexnet.model import AlexNet
 from alexnet.parallel import AlexNetTower
@@ -52,7 +53,7 @@ class AlexNetModule(L.LightningModule):
         monitor: the metric the scheduler watches (§5: the validation error).
         channels_last: run convolutions in NHWC, faster on CPUs and tensor cores.
         compile: ``torch.compile`` the net in place (checkpoints keep its plain names). None: on
-            CUDA, not on a CPU, where compiling costs a minute and gained little (``python -m alexnet.bench``).
+            CUDA, not on a CPU, where compiling costs a minute and gained little (``python benchmarks/bench.py``).
             Not with ``trainer=towers``, whose layers exchange maps between processes.
         config: the resolved run configuration, stored in checkpoints for the record and sent to the loggers.
     """
@@ -138,7 +139,7 @@ class AlexNetModule(L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         # Between logging steps nothing leaves the device: the errors accumulate there, and the
         # host never waits for the GPU. On logging steps the values are read, over all processes.
-        logging = is_logging_step(self.trainer, stepped=False)
+        logging = is_logging_step(self.trainer, batch_idx, stepped=False)
         for k, metric in self.train_errors.items():
             if logging:  # accumulates, and this batch's value
                 self.log(metric_names.top_k_error("train", int(k), reduction="step"), metric(logits.detach(), labels))
@@ -208,10 +209,11 @@ class AlexNetModule(L.LightningModule):
     # exactly as in an unbroken run, from an epoch's end or from the middle of one.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model_kwargs is not None:  # what rebuilds and feeds the model (alexnet.checkpoint)
-            data = self.trainer.datamodule  # its normalization and classes, if it has them (alexnet.data's do)
-            normalization, classes = getattr(data, "normalization", None), getattr(data, "classes", None)
-            names = data.class_names() if classes is not None else None
-            checkpoint.update(run_entries(self.model_kwargs, normalization, classes, names))
+            data = self.trainer.datamodule
+            if isinstance(data, DescribesInputs) and isinstance(data.normalization, SubtractMean):
+                checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names()))
+            else:  # data of another kind: the net alone
+                checkpoint.update(run_entries(self.model_kwargs))
         checkpoint["rng_states"] = {
             **host_rng_states(),
             # This device's generator only: every process restores rank 0's states, and the two

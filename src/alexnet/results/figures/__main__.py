@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from alexnet import run_folder
-from alexnet.errors import DataError, UserError, command
+from alexnet.errors import DataError, command, one_line, user_error
 from alexnet.results.figures import job_figures
 from alexnet.results.report import log_report_run, write_report
 from alexnet.results.sweep import read_job, read_jobs, summarize
@@ -47,8 +47,10 @@ def draw(
             continue
         try:
             drawn = job_figures(best, data_root, max_train_images, num_workers)
-        except UserError as error:  # this experiment's figures; the others' and the report go on
-            log.warning("%s: Figures 3 and 4 not drawn: %s", row.label, error)
+        except Exception as error:  # a user error: this experiment's figures; the others' and the report go on
+            if (found := user_error(error)) is None:
+                raise
+            log.warning("%s: Figures 3 and 4 not drawn: %s", row.label, one_line(found))
             continue
         log_images(best.folder, drawn)
         made += drawn
