@@ -34,7 +34,6 @@ import yaml
 HYDRA = ".hydra"
 CONFIG = f"{HYDRA}/config.yaml"
 OVERRIDES = f"{HYDRA}/overrides.yaml"
-LOG = "train.log"
 METRICS = "metrics.csv"
 HPARAMS = "hparams.yaml"
 RESULTS = "results.json"
