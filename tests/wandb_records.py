@@ -42,8 +42,8 @@ def _key(item) -> str:
 
 
 def summarize(path: Path) -> dict:
-    """The run's id, group, config keys, logged metric names and history rows."""
-    out: dict = {"history": [], "config": {}, "run": None}
+    """The run's id, group, config keys, logged metric names, history rows and their W&B steps."""
+    out: dict = {"history": [], "steps": [], "config": {}, "run": None}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -55,4 +55,5 @@ def summarize(path: Path) -> dict:
                 out["config"][_key(item)] = item.value_json
         elif kind == "history":
             out["history"].append({_key(item): item.value_json for item in record.history.item})
+            out["steps"].append(record.history.step.num)  # W&B's step: the trainer's (RunWandbLogger)
     return out

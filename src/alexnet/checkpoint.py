@@ -239,6 +239,11 @@ def resolve_ckpt_path(
     return str(path)
 
 
+def global_step(path: str | Path) -> int:
+    """The optimizer steps a checkpoint had taken: a run resumed from it logs this step first."""
+    return int(_load(Path(path)).get("global_step", 0))
+
+
 def recorded_best(path: str | Path) -> str | None:
     """The file name of the best checkpoint by validation top-1 error when ``path`` was written, or None.
 

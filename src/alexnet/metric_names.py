@@ -39,6 +39,7 @@ LEARNING_RATE_PREFIX = "lr-"  # LearningRateMonitor logs lr-<optimizer class>: l
 CONV1_IMAGES = "conv1"  # W&B images: conv1's kernels, one image per tower (Figure 3)
 FIGURES_PREFIX = "figures"  # W&B images: the paper's figures of a run (python -m alexnet.results.figures)
 STEP = "trainer/global_step"  # the x axis Lightning's WandbLogger defines in W&B
+CSV_STEP = "step"  # the same step, as Lightning's CSVLogger names its column in metrics.csv
 EPOCH = "epoch"
 
 

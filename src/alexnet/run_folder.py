@@ -104,11 +104,19 @@ def job_folders(sweep: str | Path) -> list[Path]:
     return sorted(path.parent.parent for path in Path(sweep).glob(f"*/{OVERRIDES}"))
 
 
+def read_override_list(folder: str | Path) -> list[str]:
+    """A run's command-line overrides as Hydra recorded them (``.hydra/overrides.yaml``); [] if none."""
+    path = Path(folder) / OVERRIDES
+    try:
+        listed = yaml.safe_load(path.read_text()) if path.is_file() else []
+    except yaml.YAMLError:
+        return []
+    return [str(item) for item in listed] if isinstance(listed, list) else []
+
+
 def read_overrides(folder: str | Path) -> dict[str, str]:
     """A run's command-line overrides, key -> value as typed (``+``/``~`` dropped); {} if it has none."""
-    path = Path(folder) / OVERRIDES
-    listed = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
-    return dict(item.lstrip("+~").split("=", 1) for item in listed if "=" in item)
+    return dict(item.lstrip("+~").split("=", 1) for item in read_override_list(folder) if "=" in item)
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
@@ -122,7 +130,23 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def run_of(path: str | Path) -> Path | None:
+    """The run folder (or sweep job's) that holds ``path``, a checkpoint say; None if it lies in none."""
+    for folder in Path(path).resolve().parents:
+        if is_run(folder):
+            return folder
+    return None
+
+
 def wandb_runs(folder: str | Path) -> list[Path]:
-    """A run folder's W&B runs, oldest first: ``wandb/run-*`` (online) and ``wandb/offline-run-*``."""
+    """A run folder's W&B runs, oldest first: ``wandb/run-*`` (online) and ``wandb/offline-run-*``.
+
+    A run continued after a kill or a requeue has one of these per segment, all with the run's id.
+    """
     root = Path(folder) / WANDB
     return sorted([*root.glob("run-*"), *root.glob("offline-run-*")], key=lambda p: p.name.split("-")[-2])
+
+
+def wandb_run_id(run_dir: str | Path) -> str:
+    """The W&B run id in a W&B run directory's name (``offline-run-20261204_010203-<id>``)."""
+    return Path(run_dir).name.rsplit("-", 1)[-1]

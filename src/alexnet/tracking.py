@@ -110,7 +110,11 @@ def start(begin: Callable[[str], Started], mode: str, what: str = "W&B", fallbac
 
 
 def finish(run: Any, failed: bool = False) -> None:
-    """End a W&B run (W&B marks it failed if ``failed``) and say how to upload it if it is offline. Never raises."""
+    """End a W&B run (W&B marks it failed if ``failed``) and say how to upload it if it is offline. Never raises.
+
+    A run continued in its folder (a resume, a requeue) has an offline directory per segment, all with
+    one id: the command names them all, and ``wandb sync --id`` uploads them in order into one run.
+    """
     try:
         offline = getattr(run.settings, "mode", "") in ("offline", "dryrun")
         run_dir = Path(run.dir).parent if getattr(run, "dir", None) else None
@@ -119,7 +123,16 @@ def finish(run: Any, failed: bool = False) -> None:
         log.warning("W&B could not finish the run cleanly (%s)", one_line(error))
         return
     if offline and run_dir is not None:
-        log.info("W&B offline run saved; upload it with: wandb sync %s", run_dir)
+        log.info("W&B offline run saved; upload it with: %s", sync_command(run_dir))
+
+
+def sync_command(run_dir: str | Path) -> str:
+    """``wandb sync`` for an offline run directory and the earlier segments of the same run beside it."""
+    run_id = run_folder.wandb_run_id(run_dir)
+    segments = [d for d in run_folder.wandb_runs(Path(run_dir).parent.parent) if run_folder.wandb_run_id(d) == run_id]
+    if len(segments) <= 1:
+        return f"wandb sync {run_dir}"
+    return f"wandb sync --id {run_id} " + " ".join(str(d) for d in segments)
 
 
 def options_of(folder: str | Path) -> dict[str, Any]:
@@ -148,7 +161,7 @@ def log_images(folder: str | Path, images: list[Path], prefix: str = FIGURES_PRE
     import wandb
 
     folder = Path(folder)
-    run_id = runs[-1].name.rsplit("-", 1)[-1]
+    run_id = run_folder.wandb_run_id(runs[-1])
     project, entity = project_of(folder)
     where: dict[str, Any] = {"project": project, "entity": entity, "dir": folder}
     if runs[-1].name.startswith("offline-"):

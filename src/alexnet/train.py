@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,10 +14,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet import metric_names, run_folder
-from alexnet.checkpoint import find_last, resolve_ckpt_path
+from alexnet.checkpoint import find_last, global_step, resolve_ckpt_path
 from alexnet.errors import CheckpointError, ConfigError, TrainingDiverged
 from alexnet.model import count_parameters
 from alexnet.results.console import format_test_report
+from alexnet.training.callbacks import Requeued
 from alexnet.training.config import in_multirun
 from alexnet.training.launch import check_launch, check_run_folder, launch_context
 from alexnet.training.loggers import finish_wandb, git_commit
@@ -38,8 +40,10 @@ def build_module(cfg: DictConfig) -> AlexNetModule:
     )
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+def build_loggers(cfg: DictConfig, resume_step: int | None = None) -> list[Logger]:
+    """The loggers; those that keep a run's record (``resume_step`` in their config) continue it at that step."""
+    configs = [c for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = [instantiate(c, **({"resume_step": resume_step} if "resume_step" in c else {})) for c in configs]
     return [logger for logger in loggers if logger is not None]
 
 
@@ -48,14 +52,39 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [callback for callback in callbacks if callback is not None]  # a factory may decline
 
 
-def resume_job(output_dir: str, model_kwargs: dict[str, Any] | None) -> str | None:
-    """The newest readable checkpoint in a multirun job's folder, if an earlier run of the sweep left one."""
-    try:
-        path = find_last(output_dir, model_kwargs, run_folder.CHECKPOINT_PATTERNS)
-    except CheckpointError:
-        return None
-    log.info("Resuming this job of the sweep from %s", path)
-    return str(path)
+def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str | None:
+    """The checkpoint this run resumes, of this same net, or None for a run from the start.
+
+    ``ckpt_path=last``: the newest checkpoint in the run folder that Hydra chose for it, the newest run's
+    (``${continued_run:...}``); a path: that file. Neither: the newest checkpoint the run's own folder
+    already holds (a SLURM job requeued, a sweep run again into its folder, the same run name again).
+    """
+    requested, output_dir = cfg.get("ckpt_path"), cfg.paths.output_dir
+    if requested == "last":
+        if in_multirun():
+            raise ConfigError(
+                "ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>"
+            )
+        try:
+            requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
+        except CheckpointError:
+            raise CheckpointError(
+                f"ckpt_path=last: no readable checkpoint in {output_dir} to continue (ckpt_path=last continues the "
+                "run under logs/train/runs with the newest checkpoint); pass ckpt_path=<a checkpoint> instead"
+            ) from None
+    elif requested is None:
+        try:
+            requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
+        except CheckpointError:
+            return None
+    return resolve_ckpt_path(requested, cfg.paths.log_dir, model_kwargs)
+
+
+def continued_step(ckpt_path: str | None, output_dir: str) -> int | None:
+    """The step a run continues its own record at (metrics.csv, the W&B run): None for a new record."""
+    if ckpt_path is None or run_folder.run_of(ckpt_path) != Path(output_dir).resolve():
+        return None  # from the start, or from another run's checkpoint (this run's record starts here)
+    return global_step(ckpt_path)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -68,24 +97,23 @@ def train(cfg: DictConfig) -> float | None:
     if finished is not None:  # a sweep run again into its folder: this job is done
         log.info("Skipping %s: it finished before (delete its results.json to run it again)", cfg.paths.output_dir)
         return finished.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
-    check_run_folder(cfg.paths.output_dir)
+    check_run_folder(cfg.paths.output_dir, continuing=cfg.get("ckpt_path") is not None)
     rank_zero = rank_zero_only.rank == 0
     if not rank_zero:  # one copy of the log in the console; other ranks log warnings and errors (to their own file)
         logging.getLogger("alexnet").setLevel(logging.WARNING)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=rank_zero)
     module = build_module(cfg)
-    if cfg.get("ckpt_path") == "last" and in_multirun():
-        raise ConfigError("ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>")
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir, module.model_kwargs)
-    if ckpt_path is None and in_multirun():  # an interrupted job of a sweep run again resumes
-        ckpt_path = resume_job(cfg.paths.output_dir, module.model_kwargs)
+    ckpt_path = checkpoint_to_resume(cfg, module.model_kwargs)
+    resume_step = continued_step(ckpt_path, cfg.paths.output_dir)
+    if resume_step is not None:
+        log.info("Continuing %s from %s at step %d", cfg.paths.output_dir, ckpt_path, resume_step)
     datamodule = instantiate(cfg.data)
     if rank_zero:
         datamodule.prepare_data()
         datamodule.setup("fit")  # bad data fails now, not after the first epoch
         datamodule.check_classes(module.num_classes)
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, resume_step)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
     check_launch(trainer)
     extras = {"parameters": count_parameters(module.model), "git_commit": git_commit()}
@@ -94,7 +122,7 @@ def train(cfg: DictConfig) -> float | None:
     processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
     log.info("AlexNet with %s parameters, precision %s%s", f"{extras['parameters']:,}", trainer.precision, processes)
 
-    failed = True
+    failed, requeued = True, None
     try:
         with launch_context(trainer, ckpt_path):
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -107,6 +135,8 @@ def train(cfg: DictConfig) -> float | None:
                 report = format_test_report(results, module.class_errors.compute(), datamodule.class_names())
                 log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
         failed = False
+    except Requeued as stop:  # SLURM's signal: the job ends here and starts again from stop.checkpoint
+        failed, requeued = False, stop
     except TrainingDiverged as error:
         if not in_multirun():
             raise
@@ -117,6 +147,11 @@ def train(cfg: DictConfig) -> float | None:
     finally:
         if trainer.is_global_zero:
             finish_wandb(loggers, failed)
+    if requeued is not None:
+        log.info("Stopped at step %d (epoch %d) with %s saved", requeued.step, requeued.epoch, requeued.checkpoint)
+        if trainer.is_global_zero:
+            requeued.requeue()  # last: SLURM ends the job now
+        return None
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results[metric_names.BEST_VAL_TOP1_ERROR] = float(checkpoint.best_model_score)
         results[metric_names.BEST_CHECKPOINT] = checkpoint.best_model_path

@@ -73,7 +73,9 @@ class Conv1Filters(L.Callback):
                 keys = [f"{metric_names.CONV1_IMAGES}/tower_{t}" for t in range(1, len(grids) + 1)]
                 # As 0-255 bytes, (H, W, 3): W&B takes a float tensor's [0, 1] values for bytes (a black image).
                 images = [grid.mul(255).round().byte().permute(1, 2, 0).numpy() for grid in grids]
-                logger.log_image(key=metric_names.CONV1_IMAGES, images=images, caption=keys, step=trainer.global_step)
+                # At the epoch's last step, as Lightning logs the epoch's metrics: the next epoch's first step is its own.
+                step = trainer.global_step - 1
+                logger.log_image(key=metric_names.CONV1_IMAGES, images=images, caption=keys, step=step)
 
 
 class ThroughputMonitor(L.Callback):
@@ -272,32 +274,70 @@ def requeue_checkpoint_path(folder: str | Path) -> Path:
     return Path(folder) / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
+class Requeued(Exception):
+    """Training stopped between two steps for SLURM to requeue the job: ``checkpoint`` resumes it at ``step``.
+
+    :func:`alexnet.train.train` ends the run's loggers, then calls :meth:`requeue`, and returns: the job
+    step exits 0 and quietly, and SLURM starts the job again.
+    """
+
+    def __init__(self, job: str, checkpoint: Path, step: int, epoch: int) -> None:
+        super().__init__(f"stopped at step {step} (epoch {epoch}) for SLURM job {job} to be requeued")
+        self.job, self.checkpoint, self.step, self.epoch = job, checkpoint, step, epoch
+
+    def requeue(self) -> None:
+        """``scontrol requeue``: SLURM ends this job now and starts it again, which resumes ``checkpoint``."""
+        try:
+            result = subprocess.call(["scontrol", "requeue", self.job])
+        except OSError as error:  # no scontrol on this node's PATH: the checkpoint is there to resume by hand
+            log.warning("Could not requeue SLURM job %s (%s): resume it with ckpt_path=%s", self.job, error,
+                        self.checkpoint)  # fmt: skip
+            return
+        if result == 0:
+            log.info("Requeued SLURM job %s: it resumes from %s at step %d when SLURM restarts it",
+                     self.job, self.checkpoint, self.step)  # fmt: skip
+        else:
+            log.warning("Requeuing SLURM job %s failed with exit code %d: resume it with ckpt_path=%s", self.job,
+                        result, self.checkpoint)  # fmt: skip
+
+
+def slurm_job() -> str:
+    """This SLURM job's id as ``scontrol`` takes it (``<array job>_<task>`` in a job array)."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+
+
 class RequeueCheckpoint(L.Callback):
-    """On SLURM's warning signal, a requeue checkpoint written between two steps, so that it resumes exactly.
+    """On SLURM's warning signal, a requeue checkpoint written between two steps, and a quiet stop.
 
     With ``#SBATCH --signal=USR1@120``, SLURM signals a job two minutes before its time
     limit. Lightning's own handler writes ``hpc_ckpt_<n>.ckpt`` and requeues the job at once,
     inside the signal handler, in the middle of whatever step is running: the loader has
-    handed over a batch the weights have not seen yet. This one only takes note; at the next
-    logging step (where all processes agree to) it does what Lightning's handler does: loggers
-    finalized, ``hpc_ckpt_<n>.ckpt`` saved in the run folder (``trainer.default_root_dir``), and
-    ``scontrol requeue``. The requeued job finds the checkpoint in its run folder (``${run_name:}``
-    keeps the SLURM job's name) and Lightning resumes it mid-epoch. A signal during an epoch's last
-    steps or its validation is acted on at the next epoch's first logging step.
+    handed over a batch the weights have not seen yet, and SLURM then kills the job while it
+    still trains (a traceback from W&B's service, "Error executing job"). This one only takes note; at
+    the next logging step (where all processes agree to) it saves ``hpc_ckpt_<n>.ckpt`` in the run
+    folder (``trainer.default_root_dir``); once that step's metrics are logged, it stops training with
+    :class:`Requeued`, and :func:`alexnet.train.train` ends the loggers and then requeues the job.
+    The requeued job finds the checkpoint in its run folder (``${run_name:}`` keeps the SLURM job's
+    name) and resumes it mid-epoch, with the same metrics.csv and W&B run. A signal during an epoch's
+    last steps or its validation is acted on at the next epoch's first logging step.
     """
 
     def __init__(self) -> None:
         self._signal: int | None = None
         self._requested = False
+        self._stop: Requeued | None = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Private: a one-device strategy holds no cluster environment, and Lightning keeps the SLURM one
         # (with the user's auto_requeue and requeue_signal) only here. tests/training/test_failures.py's
         # requeue test fails if it moves.
         environment = trainer._accelerator_connector.cluster_environment
-        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+        if stage == "fit" and isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
             self._signal = environment.requeue_signal or signal.SIGUSR1
-            signal.signal(self._signal, self._take_note)  # in place of Lightning's (registered at fit start)
+            # Before Lightning registers its own, which it then leaves out, and before any data loader
+            # worker starts: SLURM signals every process of the job step, and a worker only takes note.
+            signal.signal(self._signal, self._take_note)
 
     def _take_note(self, signum: int, frame: Any) -> None:
         self._requested = True
@@ -313,26 +353,18 @@ class RequeueCheckpoint(L.Callback):
             return
         if trainer.strategy.reduce_boolean_decision(self._requested, all=False):
             self._requested = False
-            self._requeue(trainer)
+            path = requeue_checkpoint_path(trainer.default_root_dir)
+            trainer.save_checkpoint(path)
+            rank_zero_info(f"SLURM's requeue signal ({signal.Signals(self._signal).name}): saved {path}")
+            self._stop = Requeued(slurm_job(), path, trainer.global_step, trainer.current_epoch)
 
-    def _requeue(self, trainer: L.Trainer) -> None:
-        rank_zero_info(f"Handling auto-requeue signal: {self._signal}")
-        for logger in trainer.loggers:  # what was logged so far reaches the files
-            logger.finalize("finished")
-        trainer.save_checkpoint(requeue_checkpoint_path(trainer.default_root_dir))
-        if not trainer.is_global_zero:
-            return
-        array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-        job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-        try:
-            result = subprocess.call(["scontrol", "requeue", job])
-        except OSError as error:  # no scontrol on this node's PATH: the checkpoint is there to resume by hand
-            log.warning("Could not requeue SLURM job %s (%s): resume it with ckpt_path=last", job, error)
-            return
-        if result == 0:
-            log.info("Requeued SLURM job %s", job)
-        else:
-            log.warning("Requeuing SLURM job %s failed with exit code %d", job, result)
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # The batch the checkpoint ended with is logged by now (its metrics.csv row and W&B step).
+        if self._stop is not None:
+            stop, self._stop = self._stop, None
+            raise stop
 
 
 class LineProgressBar(ProgressBar):

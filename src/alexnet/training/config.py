@@ -9,6 +9,8 @@ and so does a SLURM sweep's job before Hydra resolves its folder
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
 - ``${rank_suffix:}``: ``_rank<N>`` in the log file names of ranks other than 0 under torchrun or srun.
 - ``${num_classes_in:${data.root}}``: the class count of the data there (prepared or ImageFolder).
+- ``${continued_run:${ckpt_path},logs/train/runs,${run_name:}}``: the run folder, the resumed run's own.
+- ``${record_subdir:${hydra.runtime.output_dir}}``: where Hydra keeps a (continued) run's config.
 - ``${job_folder:${hydra.overrides.task}}``: a multirun job's folder, named after the values it sweeps.
 - ``${optuna_storage:${hydra.sweep.dir}}``: the Optuna study's database in the sweep's folder.
 - ``${metric:VAL_TOP1_ERROR}``: a metric's key (``val/top1_error``), from :mod:`alexnet.metric_names`.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +31,10 @@ from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
-from alexnet import metric_names
+from alexnet import metric_names, run_folder
+from alexnet.checkpoint import find_last
 from alexnet.data.manifest import count_classes
+from alexnet.errors import CheckpointError
 from alexnet.training.hardware import auto_precision
 
 
@@ -51,6 +56,40 @@ def run_name() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def continued_run(ckpt_path: str | None, runs_dir: str, name: str) -> str:
+    """``hydra.run.dir``: the folder of the run that ``ckpt_path`` continues, else ``<runs_dir>/<name>``.
+
+    One run, one folder: ``ckpt_path=last`` continues the newest run under ``runs_dir`` (the one with
+    the newest checkpoint), and a checkpoint inside a run's (or a sweep job's) folder continues that
+    run there, with its metrics.csv and W&B run. A checkpoint from elsewhere starts a new run.
+    """
+    if ckpt_path is None:
+        return f"{runs_dir}/{name}"
+    if ckpt_path == "last":
+        patterns = tuple(f"*/{pattern}" for pattern in run_folder.CHECKPOINT_PATTERNS)
+        try:
+            path = find_last(runs_dir, patterns=patterns)
+        except CheckpointError:  # nothing to continue: train() says so
+            return f"{runs_dir}/{name}"
+    else:
+        path = Path(ckpt_path)
+    folder = run_folder.run_of(path) if path.is_file() else None
+    return str(folder) if folder is not None else f"{runs_dir}/{name}"
+
+
+def record_subdir(output_dir: str) -> str:
+    """``hydra.output_subdir``: ``.hydra``, or ``.hydra/continued/<n>`` in a run folder that already has one.
+
+    A run continued in its folder keeps the overrides it was started with in ``.hydra/`` (sweeps find
+    their jobs by them); each later start's config and overrides are kept beside, numbered.
+    """
+    record = Path(output_dir) / run_folder.HYDRA
+    if not (record / "config.yaml").is_file():
+        return run_folder.HYDRA
+    numbers = [int(p.name) for p in (record / "continued").glob("*") if p.name.isdigit()]
+    return f"{run_folder.HYDRA}/continued/{max(numbers, default=0) + 1}"
+
+
 def rank_suffix() -> str:
     """ "_rank<N>" for rank N > 0 of torchrun or srun, so that each rank logs to its own file.
 
@@ -60,35 +99,81 @@ def rank_suffix() -> str:
     return "" if rank == "0" else f"_rank{rank}"
 
 
-def _swept_keys(argv: tuple[str, ...]) -> list[str]:
-    """The keys a multirun's command line sweeps (``seed=1,2,3``, ``'experiment=glob(ablate_*)'``), in order."""
+# What a job folder's name may hold: nothing Hydra's override grammar reserves (= , quotes, brackets,
+# spaces, ~ ...) and no shell glob, so that a path from `ls` works unquoted in ckpt_path=, images=, ...
+_PLAIN = re.compile(r"[^A-Za-z0-9_.\-]")
+_NAME_LIMIT = 100  # characters before the digest; file names stop at 255 bytes
+
+
+def _sweep_command(sweep_dir: Path) -> list[str]:
+    """The overrides the sweep was started with: from ``multirun.yaml`` (Hydra's basic sweeper writes it,
+    also for jobs that run elsewhere, under submitit), else this process's command line."""
+    config = run_folder.read_config(sweep_dir) if run_folder.is_sweep(sweep_dir) else {}
+    task = ((config.get("hydra") or {}).get("overrides") or {}).get("task")
+    return [str(o) for o in task] if isinstance(task, list) else [a for a in sys.argv[1:] if not a.startswith("-")]
+
+
+def _swept_keys(command: list[str], searched: list[str]) -> set[str]:
+    """The keys a sweep varies: its command line's sweeps (``seed=1,2,3``, ``'experiment=glob(ablate_*)'``)
+    and the sweeper's own search space (``hydra.sweeper.params``: Optuna's)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
-    except Exception:  # not Hydra's command line (a submitit worker): name folders by all overrides
-        return []
-    return [o.key_or_group for o in overrides if o.is_sweep_override() and not o.key_or_group.startswith("hydra.")]
+        overrides = OverridesParser.create().parse_overrides(command)
+    except Exception:  # not Hydra's command line
+        overrides = []
+    swept = {o.key_or_group for o in overrides if o.is_sweep_override() and not o.key_or_group.startswith("hydra.")}
+    return swept | set(searched)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _plain(override: str) -> str:
+    """``experiment=ablate_lrn`` -> ``experiment-ablate_lrn``; any other reserved character -> ``_``."""
+    key, _, value = override.lstrip("+~").partition("=")
+    return _PLAIN.sub("_", f"{key}-{value}" if value else key)
+
+
+def _existing_job_folder(sweep_dir: Path, task_overrides: list[str]) -> str | None:
+    """The folder an earlier run of the sweep gave a job with these overrides (whatever its naming then)."""
+    wanted = sorted(task_overrides)
+    for folder in run_folder.job_folders(sweep_dir):
+        if sorted(run_folder.read_override_list(folder)) == wanted:
+            return folder.name
+    return None
 
 
 def job_folder(task_overrides: list[str]) -> str:
-    """A multirun job's folder, named after the values it sweeps (``experiment=ablate_lrn,seed=1``), not its number.
+    """A multirun job's folder, named after the values it sweeps (``experiment-ablate_lrn+seed-1``), not its number.
 
-    The same job lands in the same folder whatever the order of the sweep, so a sweep run
-    again into its folder finds each job's results and checkpoints (:func:`alexnet.train.train`).
-    Overrides common to all jobs enter the name as a hash (``experiment=ablate_lrn-1f2e3d4c``):
-    the same sweep with other common settings, run into the same folder, gets folders of its own.
-    Without a sweep on the command line (Optuna's, or in a submitit worker), all overrides name it.
+    The same under every launcher (basic, submitit's SLURM one, Optuna's sweeper), and free of the
+    characters Hydra's override grammar reserves: a job's checkpoint path pastes unquoted into
+    ``ckpt_path=``. The overrides themselves are in the job's ``.hydra/overrides.yaml``. The same job
+    lands in the same folder whatever the order of the sweep, and a sweep run again into its folder
+    finds each job's folder by its overrides, also folders named before this scheme (``experiment=...``),
+    with its results and checkpoints (:func:`alexnet.train.train`). Overrides common to all jobs, a name
+    cut short or a character replaced add a digest (``experiment-ablate_lrn@1f2e3d4c``): the same sweep
+    with other common settings, run into the same folder, gets folders of its own.
+    Without a sweep on the command line or a search space, all overrides name it.
     """
-    swept = _swept_keys(tuple(sys.argv[1:]))
-    named = sorted(o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in swept)
+    hydra = current_hydra()
+    sweep_dir = Path(str(hydra.sweep.dir)) if hydra is not None else None
+    if sweep_dir is not None and (found := _existing_job_folder(sweep_dir, task_overrides)):
+        return found
+    searched = list((hydra.sweeper.get("params") or {}).keys()) if hydra is not None else []
+    swept = _swept_keys(_sweep_command(sweep_dir), searched) if sweep_dir is not None else set()
+    named = sorted(o for o in task_overrides if _override_key(o) in swept)
     common = sorted(o for o in task_overrides if o not in named)
     if not named:
         named, common = common, []
-    name = ",".join(named).replace("%", "%25").replace("/", "%2F") or "default"  # one folder, no collisions
-    if len(name) > 120:  # file names stop at 255 bytes
-        name = f"{name[:100]}-{_digest(name)}"
-    return f"{name}-{_digest(','.join(common))}" if common else name
+    name = "+".join(_plain(o) for o in named) or "default"
+    lossy = any(_plain(o) != o.replace("=", "-", 1) for o in named)
+    if len(name) > _NAME_LIMIT or lossy:
+        common = [*named, *common]
+        name = name[:_NAME_LIMIT]
+    return f"{name}@{_digest(','.join(common))}" if common else name
 
 
 def _digest(text: str) -> str:
@@ -112,6 +197,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
     OmegaConf.register_new_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
+    OmegaConf.register_new_resolver("continued_run", continued_run, use_cache=True, replace=True)  # one per process
+    OmegaConf.register_new_resolver("record_subdir", record_subdir, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("optuna_storage", optuna_storage, replace=True)
     OmegaConf.register_new_resolver("metric", metric_names.by_name, replace=True)
 

@@ -42,11 +42,14 @@ LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SI
 CHILD_EXIT_TIMEOUT_S = 120
 
 
-def check_run_folder(output_dir: str | os.PathLike) -> None:
-    """A run named after its launch must not overwrite a finished run of the same name."""
+def check_run_folder(output_dir: str | os.PathLike, continuing: bool = False) -> None:
+    """A run named after its launch must not overwrite a finished run of the same name.
+
+    ``continuing``: a checkpoint was asked for (``ckpt_path=...``): a finished run may go on, on purpose.
+    """
     finished = os.path.join(output_dir, run_folder.RESULTS)
     requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
-    if os.path.exists(finished) and not requeued:
+    if os.path.exists(finished) and not requeued and not continuing:
         raise ConfigError(
             f"{output_dir} already holds a finished run ({finished}). Each launch needs its own name: give "
             "torchrun a new --rdzv-id (or use --standalone), or set hydra.run.dir"

@@ -1,19 +1,30 @@
-"""The training run's loggers: Lightning's WandbLogger started through :mod:`alexnet.tracking`, named by Hydra.
+"""The training run's loggers: ``metrics.csv`` and a W&B run, each one record for the whole run.
 
-``conf/logger/wandb.yaml`` builds it with :func:`wandb_logger` beside the CSV logger (``metrics.csv``).
-If W&B cannot start, training goes on with the CSV log alone.
+``conf/logger/csv.yaml`` builds :class:`RunCSVLogger`; ``conf/logger/wandb.yaml`` a WandbLogger
+started through :mod:`alexnet.tracking` by :func:`wandb_logger`, named by Hydra. If W&B cannot
+start, training goes on with the CSV log alone.
+
+A run that continues in its folder (``ckpt_path=last``, a SLURM requeue, a sweep run again) passes
+both the step its checkpoint resumes at (``resume_step``, set by :func:`alexnet.train.train`):
+``metrics.csv`` keeps the rows logged before that step and goes on below them, and the W&B run
+goes on under the id the folder keeps, with W&B's step the trainer's, so that each step is logged once.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import subprocess
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
-from alexnet import tracking
+from alexnet import metric_names, run_folder, tracking
 from alexnet.training.config import current_hydra, in_multirun
 
 log = logging.getLogger(__name__)
@@ -53,12 +64,69 @@ def git_commit() -> str | None:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+class RunCSVLogger(CSVLogger):
+    """Lightning's CSVLogger writing ``<save_dir>/metrics.csv``, which a continued run goes on with.
+
+    Lightning's deletes an existing ``metrics.csv`` when it opens a folder that is not empty. Here,
+    given ``resume_step``, the rows logged at earlier steps are kept and the run's rows follow them;
+    rows of ``resume_step`` and later, which a killed run logged after its checkpoint and the
+    continued run logs again, are dropped: each step appears once. Without it, the file starts anew.
+    Every row reaches the file when it is logged (``flush_logs_every_n_steps=1``), so that a kill
+    loses none of the rows before its checkpoint.
+    """
+
+    def __init__(self, save_dir: str, resume_step: int | None = None, flush_logs_every_n_steps: int = 1) -> None:
+        super().__init__(save_dir, name="", version="", flush_logs_every_n_steps=flush_logs_every_n_steps)
+        self.resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        metrics = Path(self.log_dir) / run_folder.METRICS
+        kept = kept_rows(metrics, self.resume_step) if self.resume_step is not None else []
+        with warnings.catch_warnings():  # about the deletion that the kept rows undo
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            writer = CSVLogger.experiment.fget(self)  # deletes metrics.csv
+        for row in kept:
+            step = int(row.pop(metric_names.CSV_STEP))
+            writer.log_metrics(row, step)
+        writer.save()
+        return writer
+
+
+def kept_rows(path: Path, resume_step: int) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv`` logged before ``resume_step``, with their empty cells left out."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        rows = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(file)]
+    return [row for row in rows if int(float(row[metric_names.CSV_STEP])) < resume_step]
+
+
+class RunWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, logging at W&B's step the trainer's (``trainer/global_step`` as well).
+
+    Lightning's leaves W&B's own step counting from 0 in each process: the segments of a continued
+    run would then overlap. With the trainer's step, a resumed W&B run goes on where its checkpoint
+    did, and W&B keeps the first of any step logged twice. Every logger here logs steps in order.
+    """
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is None:
+            return super().log_metrics(metrics, step)
+        self.experiment.log({**metrics, metric_names.STEP: step}, step=step)
+
+
 def wandb_logger(
     save_dir: str,
     project: str = tracking.DEFAULT_PROJECT,
     mode: str = "auto",
     init_timeout: float = 30.0,
     finish_timeout: float = 60.0,
+    resume_step: int | None = None,
     **kwargs: Any,
 ) -> Logger | None:
     """A started ``WandbLogger``, or None (with a warning) when W&B cannot run.
@@ -67,15 +135,22 @@ def wandb_logger(
     and through :func:`alexnet.tracking.start`: an online start that waits longer than ``init_timeout``
     goes offline. Logging never waits for the server; the upload at the end waits at most
     ``finish_timeout`` seconds, and what is not uploaded by then stays in the run folder.
+    ``resume_step``: the run continues from a checkpoint of its own folder; the W&B run goes on under
+    the id of the folder's last W&B run (online: resumed; offline: a segment that ``wandb sync --id``
+    uploads after the earlier ones).
     """
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     options = {**hydra_run_info(), **{k: v for k, v in kwargs.items() if v is not None}}
+    earlier = run_folder.wandb_runs(save_dir)
+    if resume_step is not None and earlier and "id" not in options:
+        options.update(id=run_folder.wandb_run_id(earlier[-1]), resume="allow")
+        log.info("W&B: continuing run %s at step %d", options["id"], resume_step)
 
     def begin(attempt: str) -> WandbLogger:
         if attempt == "offline":
             options.pop("log_model", None)  # nothing to upload checkpoints to
         run_settings = tracking.settings(init_timeout, finish_timeout)
-        logger = WandbLogger(save_dir=save_dir, project=project, mode=attempt, settings=run_settings, **options)
+        logger = RunWandbLogger(save_dir=save_dir, project=project, mode=attempt, settings=run_settings, **options)
         logger.experiment  # noqa: B018 - starts the run now
         return logger
 

@@ -92,6 +92,8 @@ class AlexNetModule(L.LightningModule):
         self.crop_errors = nn.ModuleDict({crop: _module_dict(top_k_errors(num_classes)) for crop in metric_names.CROPS})
         # Ten-patch top-1 error of each class, for the report of the worst classes.
         self.class_errors = TopKError(num_classes, 1, average="none")
+        self._counted: dict[str, dict[str, torch.Tensor]] | None = None  # training error counts of a resumed epoch
+        self._epoch_trained = False  # all of this epoch's batches taken: its checkpoints carry no counts
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch
         self._flops_per_image: dict[str, int] = {}
 
@@ -214,6 +216,8 @@ class AlexNetModule(L.LightningModule):
                 checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names()))
             else:  # data of another kind: the net alone
                 checkpoint.update(run_entries(self.model_kwargs))
+        if self.trainer.training and not self._epoch_trained:  # mid-epoch: what its training error has counted
+            checkpoint["train_error_states"] = self._train_error_states()
         checkpoint["rng_states"] = {
             **host_rng_states(),
             # This device's generator only: every process restores rank 0's states, and the two
@@ -221,7 +225,36 @@ class AlexNetModule(L.LightningModule):
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
         }
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._epoch_trained = batch_idx + 1 >= self.trainer.num_training_batches
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_trained = False
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        counted, self._counted = self._counted, None
+        if counted is None or self.global_rank != 0:  # the sums of all processes: on one
+            return
+        for k, states in counted.items():
+            metric = self.train_errors[k]
+            for name, state in states.items():
+                setattr(metric, name, state.to(getattr(metric, name).device))
+
+    def _train_error_states(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The epoch's training error counts so far, summed over the processes (every process calls this)."""
+        strategy = self.trainer.strategy
+        return {
+            k: {
+                name: strategy.reduce(state.clone(), reduce_op="sum").cpu()
+                for name, state in metric.metric_state.items()
+            }
+            for k, metric in self.train_errors.items()
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint from the middle of an epoch: the epoch's training error goes on counting from there
+        # (Figure 1's curve), from its first batch (Lightning resets the logged metrics before it).
+        self._counted = checkpoint.get("train_error_states")
         states = checkpoint.get("rng_states")
         if states is None:
             return
