@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHORT, assert_ok, read_metrics, run_cli
+from conftest import FAST, ROOT, SHORT, assert_ok, read_metrics, run_cli
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from records import EPOCH, EXACT, STEPS, assert_one_wandb_run, assert_same_record, assert_same_training
 
@@ -44,6 +44,15 @@ def slurm_cluster() -> None:
         pytest.skip("no SLURM cluster here (start one as root with .ci/slurm-cluster)")
 
 
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> str:
+    """The demo data, made once: jobs running at the same time would each make it in the same folder."""
+    workdir = tmp_path_factory.mktemp("data")
+    root = workdir / "shapes"
+    assert_ok(run_cli("train.py", *FAST, "logger=csv", f"data.root={root}", cwd=workdir))
+    return f"data.root={root}"
+
+
 def _state(job: str) -> str:
     out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
     return out or "GONE"
@@ -63,9 +72,8 @@ def assert_pastes(path: Path) -> None:
     assert override.value() == str(path), path
 
 
-def test_a_job_requeued_mid_epoch_ends_as_an_unbroken_run_with_one_record(tmp_path):
-    data = f"data.root={tmp_path / 'shapes'}"
-    common = [*(o for o in EXACT if o != "logger=csv"), data]
+def test_a_job_requeued_mid_epoch_ends_as_an_unbroken_run_with_one_record(tmp_path, shapes):
+    common = [*(o for o in EXACT if o != "logger=csv"), shapes]
     assert_ok(run_cli("train.py", *common, "hydra.run.dir=unbroken", cwd=tmp_path, env=ENV))
     script = tmp_path / "train.sbatch"
     script.write_text(
@@ -97,11 +105,11 @@ def test_a_job_requeued_mid_epoch_ends_as_an_unbroken_run_with_one_record(tmp_pa
     assert_pastes(hpc)
 
 
-def test_a_sweep_through_slurm_names_its_jobs_as_the_basic_launcher_and_reruns_only_the_unfinished(tmp_path):
+def test_a_sweep_through_slurm_names_its_jobs_as_the_basic_launcher_and_reruns_only_the_unfinished(tmp_path, shapes):
     sweep = tmp_path / "sweep"
     command = [
         "-m", *LAUNCHER, "experiment=baseline,ablate_lrn", "seed=1,2", "logger=csv", *SHORT, "trainer.max_epochs=1",
-        "callbacks.model_checkpoint=null", f"data.root={tmp_path / 'shapes'}", f"hydra.sweep.dir={sweep}",
+        "callbacks.model_checkpoint=null", shapes, f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     assert_ok(run_cli("train.py", *command, cwd=tmp_path, env=ENV))
     jobs = run_folder.job_folders(sweep)
@@ -124,13 +132,13 @@ def test_a_sweep_through_slurm_names_its_jobs_as_the_basic_launcher_and_reruns_o
     assert "| baseline | 2 |" in (sweep / run_folder.REPORT).read_text()
 
 
-def test_an_optuna_search_through_slurm_runs_two_trials_at_once_in_one_study(tmp_path):
+def test_an_optuna_search_through_slurm_runs_two_trials_at_once_in_one_study(tmp_path, shapes):
     import optuna
 
     sweep = tmp_path / "search"
     command = [
         "-m", "hparams_search=optuna", *LAUNCHER, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "logger=csv",
-        *SHORT, "trainer.max_epochs=1", f"data.root={tmp_path / 'shapes'}", f"hydra.sweep.dir={sweep}",
+        *SHORT, "trainer.max_epochs=1", shapes, f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     assert_ok(run_cli("train.py", *command, cwd=tmp_path, env=ENV))
     study = optuna.load_study(study_name="alexnet_lr_weight_decay", storage=f"sqlite:///{sweep / 'optuna.db'}")
