@@ -129,7 +129,11 @@ def finish(run: Any, failed: bool = False) -> None:
 def sync_command(run_dir: str | Path) -> str:
     """``wandb sync`` for an offline run directory and the earlier segments of the same run beside it."""
     run_id = run_folder.wandb_run_id(run_dir)
-    segments = [d for d in run_folder.wandb_runs(Path(run_dir).parent.parent) if run_folder.wandb_run_id(d) == run_id]
+    segments = [
+        d
+        for d in run_folder.wandb_runs(Path(run_dir).parent.parent)
+        if run_folder.wandb_run_id(d) == run_id and d.name.startswith("offline-")  # online ones are uploaded
+    ]
     if len(segments) <= 1:
         return f"wandb sync {run_dir}"
     return f"wandb sync --id {run_id} " + " ".join(str(d) for d in segments)

@@ -78,5 +78,5 @@ def test_w_and_b_failing_entirely_means_csv_only(monkeypatch, tmp_path):
         def __init__(self, **kwargs):
             raise RuntimeError("wandb-core would not start")
 
-    monkeypatch.setattr(loggers, "WandbLogger", BrokenLogger)
+    monkeypatch.setattr(loggers, "RunWandbLogger", BrokenLogger)
     assert loggers.wandb_logger(str(tmp_path), mode="offline") is None

@@ -126,7 +126,7 @@ def test_multirun_of_ddp_jobs_runs_each_job_once_in_its_own_folder(tmp_path):
     sweep = _only(sorted((tmp_path / "logs/train/multiruns").iterdir()))  # rank 1 never ran the sweep itself
     assert not (tmp_path / "logs/train/runs").exists()  # nor a run of its own
     jobs = sorted(p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml"))
-    assert [j.name.split("-")[0] for j in jobs] == ["seed=1", "seed=2"]  # named after what is swept
+    assert [j.name.split("@")[0] for j in jobs] == ["seed-1", "seed-2"]  # named after what is swept
     for job in jobs:
         assert (job / "train_ddp_process_1.log").exists()  # rank 1 ran this job, in this folder
         _only(list((job / "wandb").glob("offline-run-*")))

@@ -93,7 +93,7 @@ class AlexNetModule(L.LightningModule):
         # Ten-patch top-1 error of each class, for the report of the worst classes.
         self.class_errors = TopKError(num_classes, 1, average="none")
         self._counted: dict[str, dict[str, torch.Tensor]] | None = None  # training error counts of a resumed epoch
-        self._epoch_trained = False  # all of this epoch's batches taken: its checkpoints carry no counts
+        self._mid_epoch = False  # some of the epoch's batches taken, not all: its checkpoints carry the counts
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch
         self._flops_per_image: dict[str, int] = {}
 
@@ -216,7 +216,7 @@ class AlexNetModule(L.LightningModule):
                 checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names()))
             else:  # data of another kind: the net alone
                 checkpoint.update(run_entries(self.model_kwargs))
-        if self.trainer.training and not self._epoch_trained:  # mid-epoch: what its training error has counted
+        if self._mid_epoch:  # between two steps of an epoch: what its training error has counted so far
             checkpoint["train_error_states"] = self._train_error_states()
         checkpoint["rng_states"] = {
             **host_rng_states(),
@@ -226,10 +226,7 @@ class AlexNetModule(L.LightningModule):
         }
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._epoch_trained = batch_idx + 1 >= self.trainer.num_training_batches
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_trained = False
+        self._mid_epoch = batch_idx + 1 < self.trainer.num_training_batches  # checkpoints here resume mid-epoch
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         counted, self._counted = self._counted, None
