@@ -131,9 +131,16 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 
 def run_of(path: str | Path) -> Path | None:
-    """The run folder (or sweep job's) that holds ``path``, a checkpoint say; None if it lies in none."""
+    """The run folder (or sweep job's) that holds ``path``, a checkpoint say; None if it lies in none.
+
+    A folder with Hydra's ``.hydra/config.yaml``, below the current directory (where ``logs/`` is):
+    the project's folder itself, or any above it, is not a run even if Hydra once wrote there.
+    """
+    cwd = Path.cwd().resolve()
     for folder in Path(path).resolve().parents:
-        if is_run(folder):
+        if folder == cwd or folder in cwd.parents:
+            return None
+        if (folder / CONFIG).is_file():
             return folder
     return None
 
@@ -145,6 +152,11 @@ def wandb_runs(folder: str | Path) -> list[Path]:
     """
     root = Path(folder) / WANDB
     return sorted([*root.glob("run-*"), *root.glob("offline-run-*")], key=lambda p: p.name.split("-")[-2])
+
+
+def wandb_runs_of(folder: str | Path, run_id: str) -> list[Path]:
+    """The segments of one W&B run in a run folder, oldest first."""
+    return [d for d in wandb_runs(folder) if wandb_run_id(d) == run_id]
 
 
 def wandb_run_id(run_dir: str | Path) -> str:

@@ -134,7 +134,7 @@ def sync_command(run_dir: str | Path) -> str:
         for d in run_folder.wandb_runs(Path(run_dir).parent.parent)
         if run_folder.wandb_run_id(d) == run_id and d.name.startswith("offline-")  # online ones are uploaded
     ]
-    if len(segments) <= 1:
+    if len(run_folder.wandb_runs_of(Path(run_dir).parent.parent, run_id)) <= 1:  # no other segment, online or not
         return f"wandb sync {run_dir}"
     return f"wandb sync --id {run_id} " + " ".join(str(d) for d in segments)
 
@@ -165,7 +165,7 @@ def log_images(folder: str | Path, images: list[Path], prefix: str = FIGURES_PRE
     import wandb
 
     folder = Path(folder)
-    run_id = run_folder.wandb_run_id(runs[-1])
+    run_id = run_folder.wandb_run_id(runs[0])  # the training run's (its segments share it; figures runs follow)
     project, entity = project_of(folder)
     where: dict[str, Any] = {"project": project, "entity": entity, "dir": folder}
     if runs[-1].name.startswith("offline-"):

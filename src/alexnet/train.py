@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from alexnet.checkpoint import find_last, global_step, resolve_ckpt_path
 from alexnet.errors import CheckpointError, ConfigError, TrainingDiverged
 from alexnet.model import count_parameters
 from alexnet.results.console import format_test_report
-from alexnet.training.callbacks import Requeued
+from alexnet.training.callbacks import Requeued, note_requeue_signal_from_the_start, slurm_job
 from alexnet.training.config import in_multirun
 from alexnet.training.launch import check_launch, check_run_folder, launch_context
 from alexnet.training.loggers import finish_wandb, git_commit
@@ -56,7 +57,8 @@ def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str |
     """The checkpoint this run resumes, of this same net, or None for a run from the start.
 
     ``ckpt_path=last``: the newest checkpoint in the run folder that Hydra chose for it, the newest run's
-    (``${continued_run:...}``); a path: that file. Neither: the newest checkpoint the run's own folder
+    (``${continued_run:...}``), or with ``hydra.run.dir`` set by hand, the newest of this net under
+    ``logs/train/runs`` (a new run from it); a path: that file. Neither: the newest checkpoint the run's own folder
     already holds (a SLURM job requeued, a sweep run again into its folder, the same run name again).
     """
     requested, output_dir = cfg.get("ckpt_path"), cfg.paths.output_dir
@@ -65,13 +67,18 @@ def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str |
             raise ConfigError(
                 "ckpt_path=last is ambiguous in a multirun; resume each job with ckpt_path=<its last.ckpt>"
             )
+        runs = Path(cfg.paths.log_dir) / "train" / "runs"
         try:
             requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
-        except CheckpointError:
-            raise CheckpointError(
-                f"ckpt_path=last: no readable checkpoint in {output_dir} to continue (ckpt_path=last continues the "
-                "run under logs/train/runs with the newest checkpoint); pass ckpt_path=<a checkpoint> instead"
-            ) from None
+        except CheckpointError:  # hydra.run.dir set by hand: a new run, from the newest run of this net
+            try:
+                patterns = tuple(f"*/{pattern}" for pattern in run_folder.CHECKPOINT_PATTERNS)
+                requested = str(find_last(runs, model_kwargs, patterns))
+            except CheckpointError:
+                raise CheckpointError(
+                    f"ckpt_path=last: no run under {runs} holds a readable checkpoint of this model; nothing to "
+                    "continue (pass ckpt_path=<a checkpoint>)"
+                ) from None
     elif requested is None:
         try:
             requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
@@ -97,6 +104,7 @@ def train(cfg: DictConfig) -> float | None:
     if finished is not None:  # a sweep run again into its folder: this job is done
         log.info("Skipping %s: it finished before (delete its results.json to run it again)", cfg.paths.output_dir)
         return finished.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+    note_requeue_signal_from_the_start()
     check_run_folder(cfg.paths.output_dir, continuing=cfg.get("ckpt_path") is not None)
     rank_zero = rank_zero_only.rank == 0
     if not rank_zero:  # one copy of the log in the console; other ranks log warnings and errors (to their own file)
@@ -116,6 +124,9 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg, resume_step)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
     check_launch(trainer)
+    if os.environ.get("SLURM_JOB_ID"):  # which job wrote this log, and which of its starts
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        log.info("SLURM job %s%s", slurm_job(), f", started again after {restarts} requeue(s)" if restarts else "")
     extras = {"parameters": count_parameters(module.model), "git_commit": git_commit()}
     for logger in loggers:
         logger.log_hyperparams(extras)
@@ -151,7 +162,9 @@ def train(cfg: DictConfig) -> float | None:
         log.info("Stopped at step %d (epoch %d) with %s saved", requeued.step, requeued.epoch, requeued.checkpoint)
         if trainer.is_global_zero:
             requeued.requeue()  # last: SLURM ends the job now
-        return None
+        # Not a return: this job has no result. Hydra's launchers and submitit record one for a return
+        # (a sweep would take the job for done and go on); SystemExit passes them, quietly, with exit 0.
+        raise SystemExit(0)
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results[metric_names.BEST_VAL_TOP1_ERROR] = float(checkpoint.best_model_score)
         results[metric_names.BEST_CHECKPOINT] = checkpoint.best_model_path

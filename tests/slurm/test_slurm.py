@@ -105,13 +105,63 @@ def test_a_job_requeued_mid_epoch_ends_as_an_unbroken_run_with_one_record(tmp_pa
     assert_pastes(hpc)
 
 
+def _requeue_when_training(sweep: Path, count: int) -> list[str]:
+    """SIGUSR1 (as a time limit sends it) to ``count`` jobs of a sweep as they log their first step, and each
+    requeued job started again at once. A job's folder names its SLURM job in its log."""
+    requeued: dict[str, str] = {}
+    finished: set[str] = set()
+
+    def signal_the_training() -> bool:
+        for folder in sweep.glob("*/"):
+            log = folder / "train.log"
+            if folder.name in {*requeued, *finished} or not log.exists() or not (folder / "metrics.csv").exists():
+                continue
+            if not any(r.get("train/loss") for r in read_metrics(folder)):
+                continue
+            job = next(line.split("SLURM job ")[1].split(",")[0].strip() for line in log.read_text().splitlines()
+                       if "SLURM job " in line)  # fmt: skip
+            if subprocess.run(["scancel", "--signal=USR1", job], capture_output=True).returncode:
+                finished.add(folder.name)  # it ended before the signal
+            else:
+                requeued[folder.name] = job
+        return len(requeued) >= count
+
+    _wait(signal_the_training, "jobs in training", timeout=400)
+    return list(requeued)
+
+
+def _start_requeued_jobs_at_once(sweeping: subprocess.Popen) -> None:
+    """Until the sweep ends: a requeued job of it (held by SLURM for a while) is started again at once."""
+    while sweeping.poll() is None:
+        listed = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
+        for job in [line.split()[0] for line in listed.stdout.splitlines() if "BeginTime" in line]:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+1"], capture_output=True)
+        time.sleep(0.2)
+
+
 def test_a_sweep_through_slurm_names_its_jobs_as_the_basic_launcher_and_reruns_only_the_unfinished(tmp_path, shapes):
+    """A 2 x 2 sweep, one SLURM job per point: two of them requeued mid-epoch, then one run again."""
     sweep = tmp_path / "sweep"
+    batches = [o for o in SHORT if not o.startswith("trainer.limit_train_batches")] + ["trainer.limit_train_batches=10"]
     command = [
-        "-m", *LAUNCHER, "experiment=baseline,ablate_lrn", "seed=1,2", "logger=csv", *SHORT, "trainer.max_epochs=1",
+        "-m", *LAUNCHER, "experiment=baseline,ablate_lrn", "seed=1,2", "logger=csv", *batches, "trainer.max_epochs=1",
         "callbacks.model_checkpoint=null", shapes, f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
-    assert_ok(run_cli("train.py", *command, cwd=tmp_path, env=ENV))
+    environment = {**os.environ, **ENV}
+    out = open(tmp_path / "sweep.out", "w+")  # noqa: SIM115 - read at the end
+    sweeping = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *command], cwd=tmp_path, env=environment, text=True,
+        stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        requeued = _requeue_when_training(sweep, count=1)
+        _start_requeued_jobs_at_once(sweeping)
+        sweeping.wait(timeout=600)
+        output = (tmp_path / "sweep.out").read_text()
+    finally:
+        sweeping.kill()  # on a failure: no sweep left behind, which would go on signalling its jobs
+    assert sweeping.returncode == 0, output[-3000:]
+    assert requeued and "Traceback" not in output
     jobs = run_folder.job_folders(sweep)
     names = {job.name.split("@")[0] for job in jobs}
     assert names == {f"experiment-{e}+seed-{s}" for e in ("baseline", "ablate_lrn") for s in (1, 2)}
@@ -119,6 +169,9 @@ def test_a_sweep_through_slurm_names_its_jobs_as_the_basic_launcher_and_reruns_o
     for job in jobs:
         assert_pastes(job / "checkpoints/last.ckpt")
         assert run_folder.read_results(job) is not None
+        steps = [int(r["step"]) for r in read_metrics(job) if r.get("train/loss")]
+        assert steps == list(range(10)), (job, steps)  # requeued or not: every step once
+    assert sorted(job.name for job in jobs if list(job.glob("hpc_ckpt_*.ckpt"))) == sorted(requeued)
     report = (sweep / run_folder.REPORT).read_text()
     assert "| baseline | 2 |" in report and "| ablate_lrn | 2 |" in report
     rerun = jobs[0]

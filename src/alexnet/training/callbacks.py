@@ -277,8 +277,8 @@ def requeue_checkpoint_path(folder: str | Path) -> Path:
 class Requeued(Exception):
     """Training stopped between two steps for SLURM to requeue the job: ``checkpoint`` resumes it at ``step``.
 
-    :func:`alexnet.train.train` ends the run's loggers, then calls :meth:`requeue`, and returns: the job
-    step exits 0 and quietly, and SLURM starts the job again.
+    :func:`alexnet.train.train` ends the run's loggers, then calls :meth:`requeue`, and exits 0
+    (``SystemExit``: no job result, also in a sweep), quietly; SLURM starts the job again.
     """
 
     def __init__(self, job: str, checkpoint: Path, step: int, epoch: int) -> None:
@@ -299,6 +299,24 @@ class Requeued(Exception):
         else:
             log.warning("Requeuing SLURM job %s failed with exit code %d: resume it with ckpt_path=%s", self.job,
                         result, self.checkpoint)  # fmt: skip
+
+
+_SIGNALLED_EARLY: set[int] = set()
+
+
+def _note_early(signum: int, frame: Any) -> None:
+    _SIGNALLED_EARLY.add(signum)
+
+
+def note_requeue_signal_from_the_start(signum: int = signal.SIGUSR1) -> None:
+    """Under SLURM, take note of the requeue signal from the job's start, before any callback exists.
+
+    Its default action ends the process: a signal that SLURM delivers while the job is still starting
+    (a preemption, or a ``scancel --signal`` that SLURM retried across a requeue) would fail the job.
+    :class:`RequeueCheckpoint` acts on it at the first logging step.
+    """
+    if SLURMEnvironment.detect():
+        signal.signal(signum, _note_early)
 
 
 def slurm_job() -> str:
@@ -335,6 +353,8 @@ class RequeueCheckpoint(L.Callback):
         environment = trainer._accelerator_connector.cluster_environment
         if stage == "fit" and isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
             self._signal = environment.requeue_signal or signal.SIGUSR1
+            self._requested = self._signal in _SIGNALLED_EARLY  # during the start (see note_requeue_signal_...)
+            _SIGNALLED_EARLY.discard(self._signal)
             # Before Lightning registers its own, which it then leaves out, and before any data loader
             # worker starts: SLURM signals every process of the job step, and a worker only takes note.
             signal.signal(self._signal, self._take_note)

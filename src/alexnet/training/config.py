@@ -77,12 +77,15 @@ def continued_run(ckpt_path: str | None, runs_dir: str, name: str) -> str:
     return str(folder) if folder is not None else f"{runs_dir}/{name}"
 
 
-def record_subdir(output_dir: str) -> str:
+def record_subdir(output_dir: str) -> str | None:
     """``hydra.output_subdir``: ``.hydra``, or ``.hydra/continued/<n>`` in a run folder that already has one.
 
     A run continued in its folder keeps the overrides it was started with in ``.hydra/`` (sweeps find
-    their jobs by them); each later start's config and overrides are kept beside, numbered.
+    their jobs by them); each later start's config and overrides are kept beside, numbered. None (Hydra
+    writes nothing) on the ranks other than 0 that torchrun or srun start, which share the folder.
     """
+    if rank_suffix():
+        return None
     record = Path(output_dir) / run_folder.HYDRA
     if not (record / "config.yaml").is_file():
         return run_folder.HYDRA

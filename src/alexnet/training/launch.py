@@ -101,7 +101,8 @@ def launch_context(trainer: L.Trainer, ckpt_path: str | None = None) -> Iterator
     swap = swap and not trainer.strategy.cluster_environment.creates_processes_externally
     if swap:
         overrides = [o for o in hydra.overrides.task if not o.startswith("ckpt_path=")]
-        sys.argv = [sys.argv[0], *overrides, *([f"ckpt_path={ckpt_path}"] if ckpt_path else [])]
+        quoted = str(ckpt_path).replace("\\", "\\\\").replace("'", "\\'")  # any path: a job folder named before
+        sys.argv = [sys.argv[0], *overrides, *([f"ckpt_path='{quoted}'"] if ckpt_path else [])]
         with read_write(hydra):
             hydra.run.dir = hydra.runtime.output_dir  # the ranks share the job's folder
     try:

@@ -90,7 +90,7 @@ class RunCSVLogger(CSVLogger):
             warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
             writer = CSVLogger.experiment.fget(self)  # deletes metrics.csv
         for row in kept:
-            step = int(row.pop(metric_names.CSV_STEP))
+            step = int(float(row.pop(metric_names.CSV_STEP)))
             writer.log_metrics(row, step)
         writer.save()
         return writer
@@ -102,7 +102,15 @@ def kept_rows(path: Path, resume_step: int) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as file:
         rows = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(file)]
-    return [row for row in rows if int(float(row[metric_names.CSV_STEP])) < resume_step]
+    return [row for row in rows if _step(row) < resume_step]
+
+
+def _step(row: dict[str, str]) -> float:
+    """A row's step; infinity for a row a kill cut short (dropped: its step is logged again)."""
+    try:
+        return float(row[metric_names.CSV_STEP])
+    except (KeyError, ValueError):
+        return float("inf")
 
 
 class RunWandbLogger(WandbLogger):
@@ -136,14 +144,14 @@ def wandb_logger(
     goes offline. Logging never waits for the server; the upload at the end waits at most
     ``finish_timeout`` seconds, and what is not uploaded by then stays in the run folder.
     ``resume_step``: the run continues from a checkpoint of its own folder; the W&B run goes on under
-    the id of the folder's last W&B run (online: resumed; offline: a segment that ``wandb sync --id``
+    the id of the folder's first W&B run (the training run's; figures runs come after it) (online: resumed; offline: a segment that ``wandb sync --id``
     uploads after the earlier ones).
     """
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     options = {**hydra_run_info(), **{k: v for k, v in kwargs.items() if v is not None}}
     earlier = run_folder.wandb_runs(save_dir)
     if resume_step is not None and earlier and "id" not in options:
-        options.update(id=run_folder.wandb_run_id(earlier[-1]), resume="allow")
+        options.update(id=run_folder.wandb_run_id(earlier[0]), resume="allow")  # later ones: figures runs too
         log.info("W&B: continuing run %s at step %d", options["id"], resume_step)
 
     def begin(attempt: str) -> WandbLogger:

@@ -142,6 +142,8 @@ class AlexNetModule(L.LightningModule):
         # Between logging steps nothing leaves the device: the errors accumulate there, and the
         # host never waits for the GPU. On logging steps the values are read, over all processes.
         logging = is_logging_step(self.trainer, batch_idx, stepped=False)
+        # Before the callbacks' checkpoints of this batch (StepCheckpoint, RequeueCheckpoint): they resume mid-epoch.
+        self._mid_epoch = batch_idx + 1 < self.trainer.num_training_batches
         for k, metric in self.train_errors.items():
             if logging:  # accumulates, and this batch's value
                 self.log(metric_names.top_k_error("train", int(k), reduction="step"), metric(logits.detach(), labels))
@@ -216,7 +218,9 @@ class AlexNetModule(L.LightningModule):
                 checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names()))
             else:  # data of another kind: the net alone
                 checkpoint.update(run_entries(self.model_kwargs))
-        if self._mid_epoch:  # between two steps of an epoch: what its training error has counted so far
+        if self._counted is not None:  # restored, not yet counted on (a checkpoint before the resumed epoch's batch)
+            checkpoint["train_error_states"] = self._counted
+        elif self._mid_epoch:  # between two steps of an epoch: what its training error has counted so far
             checkpoint["train_error_states"] = self._train_error_states()
         checkpoint["rng_states"] = {
             **host_rng_states(),
@@ -224,9 +228,6 @@ class AlexNetModule(L.LightningModule):
             # towers of a pair must keep drawing the same dropout masks after a resume.
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
         }
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._mid_epoch = batch_idx + 1 < self.trainer.num_training_batches  # checkpoints here resume mid-epoch
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         counted, self._counted = self._counted, None
@@ -238,11 +239,15 @@ class AlexNetModule(L.LightningModule):
                 setattr(metric, name, state.to(getattr(metric, name).device))
 
     def _train_error_states(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The epoch's training error counts so far, summed over the processes (every process calls this)."""
-        strategy = self.trainer.strategy
+        """The epoch's training error counts so far, summed over the processes (every process calls this).
+
+        Over the group the metric syncs over (``trainer=towers``: the replicas; the towers of one count
+        the same images), as its own epoch value does.
+        """
+        reduce = self.trainer.strategy.reduce
         return {
             k: {
-                name: strategy.reduce(state.clone(), reduce_op="sum").cpu()
+                name: reduce(state.clone(), group=metric.process_group, reduce_op="sum").cpu()
                 for name, state in metric.metric_state.items()
             }
             for k, metric in self.train_errors.items()
