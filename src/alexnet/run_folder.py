@@ -41,6 +41,9 @@ CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 REQUEUE_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's name for the checkpoint of a SLURM requeue
 CHECKPOINT_PATTERNS = (f"{CHECKPOINTS}/*.ckpt", REQUEUE_CHECKPOINTS)  # every checkpoint of a run, under its folder
+RUNS_CHECKPOINT_PATTERNS = tuple(
+    f"*/{pattern}" for pattern in CHECKPOINT_PATTERNS
+)  # every run's, under logs/train/runs
 CONV1 = "conv1"
 FIGURES = "figures"
 WANDB = "wandb"

@@ -129,14 +129,11 @@ def finish(run: Any, failed: bool = False) -> None:
 def sync_command(run_dir: str | Path) -> str:
     """``wandb sync`` for an offline run directory and the earlier segments of the same run beside it."""
     run_id = run_folder.wandb_run_id(run_dir)
-    segments = [
-        d
-        for d in run_folder.wandb_runs(Path(run_dir).parent.parent)
-        if run_folder.wandb_run_id(d) == run_id and d.name.startswith("offline-")  # online ones are uploaded
-    ]
-    if len(run_folder.wandb_runs_of(Path(run_dir).parent.parent, run_id)) <= 1:  # no other segment, online or not
+    segments = run_folder.wandb_runs_of(Path(run_dir).parent.parent, run_id)
+    if len(segments) <= 1:
         return f"wandb sync {run_dir}"
-    return f"wandb sync --id {run_id} " + " ".join(str(d) for d in segments)
+    offline = [d for d in segments if d.name.startswith("offline-")]  # the online ones are uploaded already
+    return f"wandb sync --id {run_id} " + " ".join(str(d) for d in offline)
 
 
 def options_of(folder: str | Path) -> dict[str, Any]:

@@ -72,8 +72,7 @@ def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str |
             requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
         except CheckpointError:  # hydra.run.dir set by hand: a new run, from the newest run of this net
             try:
-                patterns = tuple(f"*/{pattern}" for pattern in run_folder.CHECKPOINT_PATTERNS)
-                requested = str(find_last(runs, model_kwargs, patterns))
+                requested = str(find_last(runs, model_kwargs, run_folder.RUNS_CHECKPOINT_PATTERNS))
             except CheckpointError:
                 raise CheckpointError(
                     f"ckpt_path=last: no run under {runs} holds a readable checkpoint of this model; nothing to "

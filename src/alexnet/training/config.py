@@ -66,9 +66,8 @@ def continued_run(ckpt_path: str | None, runs_dir: str, name: str) -> str:
     if ckpt_path is None:
         return f"{runs_dir}/{name}"
     if ckpt_path == "last":
-        patterns = tuple(f"*/{pattern}" for pattern in run_folder.CHECKPOINT_PATTERNS)
         try:
-            path = find_last(runs_dir, patterns=patterns)
+            path = find_last(runs_dir, patterns=run_folder.RUNS_CHECKPOINT_PATTERNS)
         except CheckpointError:  # nothing to continue: train() says so
             return f"{runs_dir}/{name}"
     else:

@@ -144,8 +144,8 @@ def wandb_logger(
     goes offline. Logging never waits for the server; the upload at the end waits at most
     ``finish_timeout`` seconds, and what is not uploaded by then stays in the run folder.
     ``resume_step``: the run continues from a checkpoint of its own folder; the W&B run goes on under
-    the id of the folder's first W&B run (the training run's; figures runs come after it) (online: resumed; offline: a segment that ``wandb sync --id``
-    uploads after the earlier ones).
+    the id of the folder's first W&B run, the training run's (figures runs come after it). Online it
+    is resumed; offline it is one more segment, which ``wandb sync --id`` uploads after the others.
     """
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     options = {**hydra_run_info(), **{k: v for k, v in kwargs.items() if v is not None}}
