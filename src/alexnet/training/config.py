@@ -63,17 +63,18 @@ def continued_run(ckpt_path: str | None, runs_dir: str, name: str) -> str:
     the newest checkpoint), and a checkpoint inside a run's (or a sweep job's) folder continues that
     run there, with its metrics.csv and W&B run. A checkpoint from elsewhere starts a new run.
     """
+    new = f"{runs_dir}/{name}"
     if ckpt_path is None:
-        return f"{runs_dir}/{name}"
+        return new
     if ckpt_path == "last":
         try:
             path = find_last(runs_dir, patterns=run_folder.RUNS_CHECKPOINT_PATTERNS)
         except CheckpointError:  # nothing to continue: train() says so
-            return f"{runs_dir}/{name}"
+            return new
     else:
         path = Path(ckpt_path)
     folder = run_folder.run_of(path) if path.is_file() else None
-    return str(folder) if folder is not None else f"{runs_dir}/{name}"
+    return str(folder) if folder is not None else new
 
 
 def record_subdir(output_dir: str) -> str | None:
@@ -85,10 +86,9 @@ def record_subdir(output_dir: str) -> str | None:
     """
     if rank_suffix():
         return None
-    record = Path(output_dir) / run_folder.HYDRA
-    if not (record / "config.yaml").is_file():
+    if not (Path(output_dir) / run_folder.CONFIG).is_file():
         return run_folder.HYDRA
-    numbers = [int(p.name) for p in (record / "continued").glob("*") if p.name.isdigit()]
+    numbers = [int(p.name) for p in (Path(output_dir) / run_folder.HYDRA / "continued").glob("*") if p.name.isdigit()]
     return f"{run_folder.HYDRA}/continued/{max(numbers, default=0) + 1}"
 
 
