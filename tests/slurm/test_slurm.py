@@ -66,6 +66,31 @@ def _wait(condition, what: str, timeout: float = 240.0) -> None:
         time.sleep(0.1)
 
 
+def _signal_once(job: str, folder: Path) -> bool:
+    """SIGUSR1 to the job's steps, as ``--signal=USR1@<time>`` sends it, once: True when the job has written its
+    requeue checkpoint into ``folder``, False if it ended first.
+
+    SLURM 22.05 answers a signal to a running array task with "Job can not be altered now, try again later"
+    although it delivered it, and scancel then tries again for a minute: a retry reached the job while it started
+    again after its requeue, before it could catch the signal, and failed it (CI, 2026-12-04). So scancel is cut
+    short, and the signal sent again only if no checkpoint follows.
+    """
+    for _ in range(4):
+        try:
+            if subprocess.run(["scancel", "--signal=USR1", job], capture_output=True, timeout=2).returncode:
+                return False  # the job ended before the signal
+        except subprocess.TimeoutExpired:  # scancel is retrying: the signal may have arrived all the same
+            pass
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if list(folder.glob("hpc_ckpt_*.ckpt")):
+                return True
+            if _state(job) == "GONE":
+                return False
+            time.sleep(0.2)
+    raise AssertionError(f"SLURM job {job} wrote no requeue checkpoint after four signals")
+
+
 def assert_pastes(path: Path) -> None:
     """A path the project made works unquoted in a ``key=path`` override, as ``ls`` prints it."""
     override = OverridesParser.create().parse_override(f"ckpt_path={path}")
@@ -86,7 +111,7 @@ def test_a_job_requeued_mid_epoch_ends_as_an_unbroken_run_with_one_record(tmp_pa
     job_id = job.stdout.strip().split(";")[0]
     run_dir = tmp_path / f"logs/train/runs/slurm-{job_id}.0"  # named after the job: the requeued job finds it
     _wait(lambda: (run_dir / "metrics.csv").exists() and read_metrics(run_dir), "the first logged step")
-    subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # as --signal=USR1@120 does, to the step
+    assert _signal_once(job_id, run_dir)  # as --signal=USR1@120 does, to the step
     _wait(lambda: _state(job_id) == "PENDING", "the requeue")
     # SLURM holds a requeued job for a while (BeginTime): start it now (+1 s: not within the same second).
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+1"], check=True)
@@ -120,10 +145,10 @@ def _requeue_when_training(sweep: Path, count: int) -> list[str]:
                 continue
             job = next(line.split("SLURM job ")[1].split(",")[0].strip() for line in log.read_text().splitlines()
                        if "SLURM job " in line)  # fmt: skip
-            if subprocess.run(["scancel", "--signal=USR1", job], capture_output=True).returncode:
-                finished.add(folder.name)  # it ended before the signal
-            else:
+            if _signal_once(job, folder):
                 requeued[folder.name] = job
+            else:
+                finished.add(folder.name)  # it ended before the signal
         return len(requeued) >= count
 
     _wait(signal_the_training, "jobs in training", timeout=400)
