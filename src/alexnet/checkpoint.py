@@ -4,8 +4,8 @@ A checkpoint is Lightning's dict (``state_dict`` with ``model.<layer>`` keys, th
 optimizer, loops and callbacks) plus these entries, written by
 :class:`alexnet.training.module.AlexNetModule` through :func:`run_entries`:
 
-- ``model_kwargs``: the keyword arguments of :class:`alexnet.model.AlexNet`;
-  ``AlexNet(**model_kwargs)`` rebuilds the net, with no Hydra and no config files.
+- ``model_name`` and ``model_kwargs``: the net's class (a key of :data:`alexnet.model.NETS`; "AlexNet" where
+  absent) and its keyword arguments; ``AlexNet(**model_kwargs)`` rebuilds the net, with no Hydra and no config files.
 - ``normalization``: how pixels reached the model, ``{"mean": Tensor, "input_scale": float}``
   (the mean at pixel scale [0, 1], per channel ``(3, 1, 1)`` or per pixel ``(3, H, W)``).
   A model trained on raw 0-255 pixels scores at chance on [0, 1] pixels, so whoever
@@ -32,16 +32,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from torch import nn
 
 from alexnet import run_folder
 from alexnet.data.stats import load_stats
 from alexnet.data.transforms import IMAGENET_MEAN, SubtractMean
 from alexnet.errors import CheckpointError
 from alexnet.metric_names import VAL_TOP1_ERROR
-from alexnet.model import AlexNet
+from alexnet.model import build_net
 
 log = logging.getLogger(__name__)
 MODEL_TARGET = "alexnet.model.AlexNet"
+DEFAULT_NET = "AlexNet"  # checkpoints from before there were other nets name none
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -87,9 +89,10 @@ def run_entries(
     normalization: SubtractMean | None = None,
     classes: list[str] | None = None,
     class_names: list[str] | None = None,
+    model_name: str = DEFAULT_NET,
 ) -> dict[str, Any]:
     """The entries a checkpoint carries besides Lightning's (see the module doc); plain tensors and values."""
-    entries: dict[str, Any] = {"model_kwargs": dict(model_kwargs)}
+    entries: dict[str, Any] = {"model_name": model_name, "model_kwargs": dict(model_kwargs)}
     if normalization is not None:
         entries["normalization"] = {"mean": normalization.mean.cpu(), "input_scale": float(normalization.input_scale)}
     if classes is not None:
@@ -103,6 +106,7 @@ class CheckpointInfo:
     """What a checkpoint says about its run; ``None`` where it does not say (older checkpoints)."""
 
     path: Path
+    model_name: str
     model_kwargs: dict[str, Any]
     normalization: SubtractMean | None
     classes: list[str] | None
@@ -145,6 +149,7 @@ def _info(checkpoint: dict[str, Any], path: Path) -> CheckpointInfo:
     config = checkpoint.get("hyper_parameters", {}).get("config", {})
     return CheckpointInfo(
         path=path,
+        model_name=checkpoint.get("model_name", DEFAULT_NET),
         model_kwargs=_model_kwargs(checkpoint, config, path),
         normalization=_normalization(checkpoint, config),
         classes=checkpoint.get("classes"),
@@ -155,33 +160,49 @@ def _info(checkpoint: dict[str, Any], path: Path) -> CheckpointInfo:
     )
 
 
-def load_model(path: str | Path) -> tuple[AlexNet, CheckpointInfo]:
+def load_model(path: str | Path) -> tuple[nn.Module, CheckpointInfo]:
     """The trained net of a checkpoint, in eval mode on the CPU, and what the checkpoint says about its run."""
     path = Path(path)
     checkpoint = _load(path)
     info = _info(checkpoint, path)
-    model = AlexNet(**info.model_kwargs)
+    model = build_net(info.model_name, info.model_kwargs)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.eval(), info
 
 
+def model_identity(model_name: str, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What tells two nets apart: their class (as ``"net"``) and their arguments."""
+    return {"net": model_name, **model_kwargs}
+
+
 def model_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``model.<key>: stored -> current`` for every argument in which two nets differ."""
+    """``model.<key>: stored -> current`` for every argument in which two nets (:func:`model_identity`) differ.
+
+    Arguments without a ``"net"`` are AlexNet's (what every checkpoint held before there were other nets).
+    """
+    stored, current = ({"net": DEFAULT_NET, **identity} for identity in (stored, current))
     differ = sorted(k for k in {*stored, *current} if stored.get(k) != current.get(k))
+    if "net" in differ:  # another class altogether: its arguments do not compare
+        return [f"the net: {stored.get('net')} -> {current.get('net')}"]
     return [f"model.{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ]
 
 
-def stored_model_kwargs(path: str | Path) -> dict[str, Any]:
-    """The net's arguments alone (no normalization, no stats file read), memory-mapped."""
-    checkpoint = _load(Path(path))
-    return _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), Path(path))
+def _identity(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    kwargs = _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), path)
+    return model_identity(checkpoint.get("model_name", DEFAULT_NET), kwargs)
+
+
+def stored_model_identity(path: str | Path) -> dict[str, Any]:
+    """The net's class and arguments alone (no normalization, no stats file read), memory-mapped."""
+    return _identity(_load(Path(path)), Path(path))
 
 
 def find_last(
-    log_dir: str | Path, model_kwargs: dict[str, Any] | None = None, patterns: tuple[str, ...] | None = None
+    log_dir: str | Path, model: dict[str, Any] | None = None, patterns: tuple[str, ...] | None = None
 ) -> Path:
-    """The newest readable checkpoint of a train.py run under ``log_dir`` (of the same net, given ``model_kwargs``).
+    """The newest readable checkpoint of a train.py run under ``log_dir`` (of the same net, given ``model``, its
+    :func:`model_identity`).
 
     Normally the newest ``last.ckpt``. A truncated or unreadable file is passed over with a warning,
     for the next newest one: another ``last.ckpt``, or a best-so-far checkpoint beside it.
@@ -202,35 +223,33 @@ def find_last(
             log.warning("Passing over %s", error)
             continue
         try:
-            stored = _model_kwargs(checkpoint, checkpoint.get("hyper_parameters", {}).get("config", {}), path)
-        except CheckpointError:  # not a checkpoint of an AlexNet run
+            stored = _identity(checkpoint, path)
+        except CheckpointError:  # not a checkpoint of a train.py run
             continue
-        if model_kwargs is None or not model_changes(stored, model_kwargs):
+        if model is None or not model_changes(stored, model):
             return path
-    which = " of this model (same model.* settings)" if model_kwargs is not None else ""
+    which = " of this model (same model.* settings)" if model is not None else ""
     raise CheckpointError(f"ckpt_path=last: no readable checkpoint{which} under {log_dir}; nothing to resume")
 
 
-def resolve_ckpt_path(
-    ckpt_path: str | None, log_dir: str | Path, model_kwargs: dict[str, Any] | None = None
-) -> str | None:
+def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path, model: dict[str, Any] | None = None) -> str | None:
     """The checkpoint to resume or evaluate; ``"last"`` is the newest ``last.ckpt`` under ``log_dir``.
 
-    With ``model_kwargs`` (the net about to be trained), ``"last"`` only considers
+    With ``model`` (the :func:`model_identity` of the net about to be trained), ``"last"`` only considers
     checkpoints of that same net, and an explicit file of another net is refused:
     an ablation's weights (say, without LRN) have the same shapes and would load silently.
     """
     if ckpt_path is None:
         return None
-    if ckpt_path == "last":  # already of this net, when model_kwargs is given
-        path = find_last(log_dir, model_kwargs)
+    if ckpt_path == "last":  # already of this net, when model is given
+        path = find_last(log_dir, model)
         log.info("Using checkpoint %s", path)
         return str(path)
     path = Path(ckpt_path)
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path} does not exist")
-    if model_kwargs is not None:
-        changes = model_changes(stored_model_kwargs(path), model_kwargs)
+    if model is not None:
+        changes = model_changes(stored_model_identity(path), model)
         if changes:
             raise CheckpointError(
                 f"{path} holds another model ({', '.join(changes)}); resume it with the settings it was trained with"

@@ -53,7 +53,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [callback for callback in callbacks if callback is not None]  # a factory may decline
 
 
-def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str | None:
+def checkpoint_to_resume(cfg: DictConfig, model: dict[str, Any]) -> str | None:
     """The checkpoint this run resumes, of this same net, or None for a run from the start.
 
     ``ckpt_path=last``: the newest checkpoint in the run folder that Hydra chose for it, the newest run's
@@ -72,7 +72,7 @@ def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str |
             requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
         except CheckpointError:  # hydra.run.dir set by hand: a new run, from the newest run of this net
             try:
-                requested = str(find_last(runs, model_kwargs, run_folder.RUNS_CHECKPOINT_PATTERNS))
+                requested = str(find_last(runs, model, run_folder.RUNS_CHECKPOINT_PATTERNS))
             except CheckpointError:
                 raise CheckpointError(
                     f"ckpt_path=last: no run under {runs} holds a readable checkpoint of this model; nothing to "
@@ -83,7 +83,7 @@ def checkpoint_to_resume(cfg: DictConfig, model_kwargs: dict[str, Any]) -> str |
             requested = str(find_last(output_dir, patterns=run_folder.CHECKPOINT_PATTERNS))
         except CheckpointError:
             return None
-    return resolve_ckpt_path(requested, cfg.paths.log_dir, model_kwargs)
+    return resolve_ckpt_path(requested, cfg.paths.log_dir, model)
 
 
 def continued_step(ckpt_path: str | None, output_dir: str) -> int | None:
@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=rank_zero)
     module = build_module(cfg)
-    ckpt_path = checkpoint_to_resume(cfg, module.model_kwargs)
+    ckpt_path = checkpoint_to_resume(cfg, module.model_identity)
     resume_step = continued_step(ckpt_path, cfg.paths.output_dir)
     if resume_step is not None:
         log.info("Continuing %s from %s at step %d", cfg.paths.output_dir, ckpt_path, resume_step)
@@ -130,7 +130,8 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(extras)
     processes = f", {trainer.world_size} processes" if trainer.world_size > 1 else ""
-    log.info("AlexNet with %s parameters, precision %s%s", f"{extras['parameters']:,}", trainer.precision, processes)
+    log.info("%s with %s parameters, precision %s%s", module.model_name, f"{extras['parameters']:,}", trainer.precision,
+             processes)  # fmt: skip
 
     failed, requeued = True, None
     try:

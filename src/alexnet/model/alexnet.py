@@ -73,6 +73,7 @@ class AlexNet(nn.Module):
 
     # The layers whose input is both towers' maps (§3.2, Figure 2): everywhere else a tower sees only its own.
     TOWERS_JOIN = ("conv3", "fc6", "fc7", "fc8")
+    input_size = 227  # the crops it is declared for (§4.1's "224" cannot give conv1 55x55 maps)
 
     def __init__(
         self,

@@ -20,15 +20,15 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import Metric
 
 from alexnet import metric_names
-from alexnet.checkpoint import DescribesInputs, run_entries
+from alexnet.checkpoint import DescribesInputs, model_identity, run_entries
 from alexnet.data.resumable import host_rng_states, set_host_rng_states
 from alexnet.data.transforms import SubtractMean
 from alexnet.errors import ConfigError
-from alexnet.model import AlexNet
+from alexnet.model import build_net
 from alexnet.parallel import AlexNetTower
 from alexnet.training.metrics import TopKError, is_logging_step, top_k_errors
 
-CENTRE = 4  # TenCrop's order: four corners, centre, then the reflected five
+CENTRE = 4  # TenCrop's order: four corners, centre, then the reflected five (a test batch of one view: that view)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -43,9 +43,11 @@ class AlexNetModule(L.LightningModule):
 
     Args:
         model: the network, with its class count as ``num_classes`` (its state dict keys
-            become ``model.<name>`` in checkpoints). An :class:`~alexnet.model.AlexNet` also
-            gives its ``model_kwargs``, which checkpoints store to rebuild it
-            (:mod:`alexnet.checkpoint`) and from which its FLOPs are counted.
+            become ``model.<name>`` in checkpoints). A net of :data:`alexnet.model.NETS` also
+            gives its ``model_kwargs``, which checkpoints store with its class name to rebuild it
+            (:mod:`alexnet.checkpoint`) and from which its FLOPs are counted (at its ``input_size``).
+            A net with ``param_groups()`` (the CIFAR-10 nets) gets one optimizer group per parameter, with its
+            own weight decay and ``lr_scale`` times the learning rate (cuda-convnet's per-layer ``epsW``/``wc``).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``); built once here as well,
             so an invalid lr or weight decay fails before any data is read. None to evaluate only.
         scheduler: ``optimizer -> LR scheduler`` or None (checked here too). ReduceLROnPlateau
@@ -73,11 +75,12 @@ class AlexNetModule(L.LightningModule):
         self.model = model
         self.num_classes: int = model.num_classes
         self.model_kwargs: dict[str, Any] | None = getattr(model, "model_kwargs", None)
+        self.model_name = type(model).__name__
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.channels_last, self.compile_model = monitor, channels_last, compile
         if optimizer is not None:
             try:
-                probe = optimizer(model.parameters())
+                probe = optimizer(self._parameters_to_optimize())
             except (ValueError, TypeError) as error:
                 raise ConfigError(f"invalid optimizer setting: {error} (see the optimizer.* keys)") from error
             try:
@@ -97,13 +100,23 @@ class AlexNetModule(L.LightningModule):
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor after each batch
         self._flops_per_image: dict[str, int] = {}
 
+    @property
+    def model_identity(self) -> dict[str, Any] | None:
+        """The net's class and arguments (:func:`alexnet.checkpoint.model_identity`): which checkpoints are of it."""
+        return None if self.model_kwargs is None else model_identity(self.model_name, self.model_kwargs)
+
+    def _parameters_to_optimize(self) -> Any:
+        param_groups = getattr(self.model, "param_groups", None)
+        return param_groups() if callable(param_groups) else self.model.parameters()
+
     def setup(self, stage: str) -> None:
         """FLOPs per image, forward and forward+backward, for ThroughputMonitor's FLOP/s and MFU."""
         if self.model_kwargs is None or self._flops_per_image:  # unknown architecture, or measured already
             return
+        size = self.model.input_size
         with torch.device("meta"):
-            model = AlexNet(**self.model_kwargs)  # same architecture, no memory
-            image = torch.empty(1, 3, 227, 227)
+            model = build_net(self.model_name, self.model_kwargs)  # same architecture, no memory
+            image = torch.empty(1, 3, size, size)
         self._flops_per_image = {
             "forward": measure_flops(model, lambda: model(image)),
             "train": measure_flops(model, lambda: model(image), torch.Tensor.sum),
@@ -165,12 +178,12 @@ class AlexNetModule(L.LightningModule):
             self.log(metric_names.top_k_error("val", int(k)), metric, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        patches, labels = batch  # (N, 10, 3, 227, 227)
+        patches, labels = batch  # (N, 10, 3, 227, 227), or (N, 1, 3, H, W): one view, scored as both
         n, crops = patches.shape[:2]
         self._count_flops(n * crops, "forward")
         logits = self(patches.flatten(0, 1)).view(n, crops, -1).float()
         probs = logits.softmax(-1)
-        scores = {"centre_crop": probs[:, CENTRE], "ten_crop": probs.mean(1)}
+        scores = {"centre_crop": probs[:, CENTRE if crops > CENTRE else 0], "ten_crop": probs.mean(1)}
         for crop, errors in self.crop_errors.items():
             for k, metric in errors.items():
                 metric.update(scores[crop], labels)
@@ -187,7 +200,9 @@ class AlexNetModule(L.LightningModule):
         if self.device_mesh is not None and getattr(factory, "keywords", {}).get("fused"):
             # Towers' parameters are DTensors, and DTensor has no rule for fused SGD's kernel.
             factory = functools.partial(factory, fused=None)
-        optimizer = factory(self.parameters())
+        optimizer = factory(self._parameters_to_optimize())
+        for group in optimizer.param_groups:  # a net's own rates per layer (cuda-convnet's epsB = 2 epsW)
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = {"scheduler": self.scheduler_factory(optimizer), "monitor": self.monitor, "interval": "epoch"}
@@ -215,9 +230,10 @@ class AlexNetModule(L.LightningModule):
         if self.model_kwargs is not None:  # what rebuilds and feeds the model (alexnet.checkpoint)
             data = self.trainer.datamodule
             if isinstance(data, DescribesInputs) and isinstance(data.normalization, SubtractMean):
-                checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names()))
+                checkpoint.update(run_entries(self.model_kwargs, data.normalization, data.classes, data.class_names(),
+                                              self.model_name))  # fmt: skip
             else:  # data of another kind: the net alone
-                checkpoint.update(run_entries(self.model_kwargs))
+                checkpoint.update(run_entries(self.model_kwargs, model_name=self.model_name))
         if self._counted is not None:  # restored, not yet counted on (a checkpoint before the resumed epoch's batch)
             checkpoint["train_error_states"] = self._counted
         elif self._mid_epoch:  # between two steps of an epoch: what its training error has counted so far
