@@ -42,11 +42,13 @@ def test_the_expected_experiments_exist():
 
 @pytest.mark.slow
 def test_every_experiment_composes_and_runs_one_batch(workdir):
-    result = run_cli("train.py", "-m", "experiment=glob(*)", "logger=csv", *FAST, cwd=workdir)
+    """Every experiment on the demo data; the CIFAR-10 ones on their own data (tests/data/test_cifar.py)."""
+    result = run_cli("train.py", "-m", "experiment=glob(*,exclude=cifar_*)", "logger=csv", *FAST, cwd=workdir)
     assert_ok(result)
     jobs = sorted((workdir / "logs" / "train" / "multiruns").glob("*/*/.hydra/overrides.yaml"))
-    assert len(jobs) == len(EXPERIMENTS)
-    assert {j.read_text().split("experiment=")[1].split()[0] for j in jobs} == set(EXPERIMENTS)
+    on_the_demo = {e for e in EXPERIMENTS if not e.startswith("cifar_")}
+    assert len(jobs) == len(on_the_demo) and len(on_the_demo) < len(EXPERIMENTS)
+    assert {j.read_text().split("experiment=")[1].split()[0] for j in jobs} == on_the_demo
 
 
 def test_each_ablation_reaches_the_model():

@@ -1,4 +1,4 @@
-"""Data: the ImageFolder pipeline of §2/§4.1, prepared shards, the demo data, statistics and ImageNet helpers.
+"""Data: the ImageFolder pipeline of §2/§4.1, prepared shards, the demo data, CIFAR-10, statistics and ImageNet helpers.
 
 The names below load on first use (PEP 562), so that importing one light module of the package
 (``alexnet.data.manifest`` for a resolver, ``alexnet.data.resumable``) does not load every data module,
@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "CIFAR10DataModule": "alexnet.data.cifar",
     "ImageFolderDataModule": "alexnet.data.folder",
     "PreparedDataModule": "alexnet.data.prepared",
     "ShapesDataModule": "alexnet.data.shapes",
