@@ -225,3 +225,88 @@ def test_worst_classes_skip_perfect_and_absent_classes():
     errors = torch.tensor([0.1, 0.0, float("nan"), 0.3])
     assert format_worst_classes(errors, ["cat", "dog", "fox", "cow"]).endswith(": cow 30.0%, cat 10.0%")
     assert format_worst_classes(torch.zeros(2), ["cat", "dog"]).endswith("none, every image right")
+
+
+def _fig1_job(sweep, name, activation, seed, errors, seconds_per_epoch=10.0):
+    """A cifar_fig1 job: its epoch training errors (and the training time at each epoch end) in metrics.csv."""
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    overrides = ["experiment=cifar_fig1", f"model.activation={activation}", f"seed={seed}"]
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": {"num_classes": 10}}))  # chance: 90%
+    rows = ["epoch,step,train/top1_error_epoch,train/time"]
+    rows += [f"{e},{10 * e + 9},{error},{seconds_per_epoch * (e + 1)}" for e, error in enumerate(errors)]
+    (job / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (job / "results.json").write_text(json.dumps({"train/top1_error_epoch": errors[-1]}))
+
+
+def test_figure_1s_sweep_reports_the_speed_up_seed_by_seed_beside_the_papers(tmp_path):
+    sweep = tmp_path / "fig1"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["seed=1,2"]}}}))
+    _fig1_job(sweep, "r1", "relu", 1, [0.5, 0.3, 0.2])  # 25% at 2.5 epochs (chance, 0.5, 0.3, 0.2)
+    _fig1_job(sweep, "t1", "tanh", 1, [0.7, 0.6, 0.5, 0.4, 0.3, 0.2])  # at 5.5: 2.2x
+    _fig1_job(sweep, "r2", "relu", 2, [0.5, 0.2], seconds_per_epoch=12.0)  # at 1 + 0.25 / 0.3 epochs
+    _fig1_job(sweep, "t2", "tanh", 2, [0.6, 0.4, 0.3, 0.25], seconds_per_epoch=12.0)  # at 4: 2.18x
+    result = summarize(sweep)
+    text = render(result)
+    assert "## Figure 1: ReLU against tanh" in text and "No baseline" not in text
+    speedup = (2.2 * 4 / (1 + 0.25 / 0.3)) ** 0.5  # the geometric mean of the two seeds' ratios
+    line = next(line for line in text.splitlines() if line.startswith("| speed-up"))
+    assert f"| 2 paired | {speedup:.1f}x [" in line and "| 6x (§3.1) |" in line
+    assert "| ReLU (solid) | 2 | 2.2 ± 0.5 epochs |" in text  # 2.5 and 1.83
+    from alexnet.results.figures import figure1_speedup
+
+    measured = figure1_speedup(result.rows)
+    assert measured.epochs.mean == pytest.approx(speedup) and measured.epochs.low < speedup < measured.epochs.high
+    assert measured.seconds.mean == pytest.approx(speedup)  # the same epochs' lengths for both nets of a seed
+    path = write_report(sweep)
+    data = json.loads(path.with_suffix(".json").read_text())
+    assert data["figure1"]["speedup_epochs"]["mean"] == pytest.approx(speedup)
+    assert (sweep / "figures" / "fig1_relu_vs_tanh.png").is_file()
+    # a tanh seed that never gets there gives a bound, not a ratio
+    _fig1_job(sweep, "r3", "relu", 3, [0.5, 0.2])
+    _fig1_job(sweep, "t3", "tanh", 3, [0.8, 0.7, 0.6])
+    measured = figure1_speedup(summarize(sweep).rows)
+    assert measured.epochs.n == 2 and measured.bounds == [pytest.approx(3 / (1 + 0.25 / 0.3))]
+    assert "(not reached by 1 seed)" in render(summarize(sweep))
+
+
+def test_the_cifar_lrn_pair_is_compared_with_its_own_reference(tmp_path):
+    sweep = tmp_path / "lrn"
+    sweep.mkdir()
+    task = ["experiment=cifar_lrn,cifar_ablate_lrn", "seed=1,2"]
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+    _job(sweep, "l1", ["experiment=cifar_lrn", "seed=1"], 0.11)
+    _job(sweep, "l2", ["experiment=cifar_lrn", "seed=2"], 0.12)
+    _job(sweep, "a1", ["experiment=cifar_ablate_lrn", "seed=1"], 0.13)
+    _job(sweep, "a2", ["experiment=cifar_ablate_lrn", "seed=2"], 0.15)
+    result = summarize(sweep)
+    rows = {row.experiment: row for row in result.rows}
+    assert [row.experiment for row in result.rows] == ["cifar_lrn", "cifar_ablate_lrn"]  # the reference first
+    assert rows["cifar_ablate_lrn"].baseline == "cifar_lrn"
+    assert rows["cifar_ablate_lrn"].deltas["top-1 error"].mean == pytest.approx(2.5) and result.has_baseline
+    text = render(result)
+    assert "| cifar_lrn | reference |" in text
+    line = next(line for line in text.splitlines() if line.startswith("| cifar_ablate_lrn | +2.50"))
+    assert "+2 (13% vs 11%)" in line and "agrees in sign" in line
+
+
+def test_with_a_learning_rate_swept_each_activation_takes_its_fastest(tmp_path):
+    sweep = tmp_path / "search"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["optimizer.lr=0.1,0.2"]}}}))
+    for lr, relu, tanh in ((0.1, [0.5, 0.2], [0.8, 0.6, 0.4, 0.2]), (0.2, [0.3, 0.2], [0.8, 0.7, 0.6, 0.5])):
+        for activation, errors in (("relu", relu), ("tanh", tanh)):
+            _fig1_job(sweep, f"{activation}{lr}", activation, 1, errors)
+            overrides = sweep / f"{activation}{lr}" / ".hydra" / "overrides.yaml"
+            overrides.write_text(yaml.safe_dump([*yaml.safe_load(overrides.read_text()), f"optimizer.lr={lr}"]))
+    from alexnet.results.figures import figure1_speedup
+
+    measured = figure1_speedup(summarize(sweep).rows)
+    assert measured.relu_row.jobs[0].swept["optimizer.lr"] == "0.2"  # 25% at 1.5 epochs against 1.83
+    assert measured.tanh_row.jobs[0].swept["optimizer.lr"] == "0.1"  # the other never gets there
+    assert len(measured.search) == 4 and measured.epochs.mean == pytest.approx(3.75 / 1.5)
+    text = render(summarize(sweep))
+    assert "the fastest to 25% of those swept" in text and text.count("| ✓ |") == 2
+    assert "(not reached by 1 seed)" in text

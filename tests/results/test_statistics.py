@@ -1,5 +1,8 @@
 """The statistics of seeds and the paper's claims, on hand-made numbers: intervals, paired and Welch's Δ, verdicts."""
 
+import math
+import statistics
+
 import pytest
 
 from alexnet.results.claims import CLAIMS, agreement
@@ -58,3 +61,17 @@ def test_the_same_delta_for_every_seed_is_not_called_beyond_noise():
         agreement(same, CLAIMS["ablate_lrn"])
         == "✓ agrees in sign; the same Δ for every seed (no spread to judge noise by)"
     )
+
+
+def test_a_speed_up_pools_on_the_log_scale():
+    from alexnet.results.statistics import ratio
+
+    assert ratio({"1": 4.0, "2": 2.0}, {"1": 1.0, "2": 2.0}).mean == pytest.approx(2.0)  # 4x and 1x: 2x, not 2.5x
+    value = ratio({"1": 2.0, "2": 1.0, "3": 6.0}, {"1": 1.0, "2": 2.0, "3": 1.0})  # 2x, 0.5x, 6x
+    assert value.mean == pytest.approx(6 ** (1 / 3)) and value.n == 3 and value.paired
+    half = t_975(2) * statistics.stdev([math.log(2), math.log(0.5), math.log(6)]) / 3**0.5
+    assert value.low == pytest.approx(value.mean / math.exp(half)) and value.high == pytest.approx(
+        value.mean * math.exp(half)
+    )
+    assert ratio({"1": 3.0}, {"2": 1.0}) is None  # no seed in common
+    assert ratio({"1": 3.0}, {"1": 1.0}).low is None  # one seed: no interval

@@ -32,8 +32,8 @@ from hydra.experimental.callback import Callback
 from alexnet import run_folder, tracking
 from alexnet.errors import DataError, command, one_line
 from alexnet.results.claims import agreement
-from alexnet.results.statistics import Estimate
-from alexnet.results.sweep import BASELINES, Sweep, summarize
+from alexnet.results.statistics import Estimate, estimate
+from alexnet.results.sweep import Sweep, summarize
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def delta_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     for row in sweep.rows:
         top1, top5 = row.deltas.get("top-1 error"), row.deltas.get("top-5 error")
         claim = row.claim
-        if row.experiment in BASELINES:
+        if row.is_reference:
             cells = ["reference", "", "", "", ""]
         else:
             paired = "-" if top1 is None else ("yes" if top1.paired else "no (Welch)" if top1.n > 1 else "one seed")
@@ -74,6 +74,62 @@ def delta_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
             cells = [_delta_cell(top1), _delta_cell(top5), paired, paper, agreement(top1, claim)]
         rows.append([row.label, *cells, claim.text if claim else ""])
     return header, rows
+
+
+def _reached_cell(values: list[float | None], unit: str, scale: float = 1.0) -> str:
+    """When the seeds reached 25%: mean ± std, and how many never did."""
+    found = estimate([v / scale for v in values if v is not None])
+    never = sum(v is None for v in values)
+    cell = "-" if found is None else f"{found.mean:.1f}" + (f" ± {found.std:.1f}" if found.std is not None else "")
+    cell += f" {unit}" if found is not None else ""
+    return cell + (f" (not reached by {never} seed{'s' if never > 1 else ''})" if never else "")
+
+
+def figure1_table(sweep: Sweep) -> tuple[list[str], list[list[str]]] | None:
+    """Figure 1's claim measured (:func:`alexnet.results.figures.figure1_speedup`); None in other sweeps."""
+    from alexnet.results import figures as draw
+
+    measured = draw.figure1_speedup(sweep.rows)
+    if measured is None:
+        return None
+    header = ["net", "seeds", "epochs to 25% training error", "training time to 25%", "the paper"]
+    rows = []
+    for name, reached in (("ReLU (solid)", measured.relu), ("tanh (dashed)", measured.tanh)):
+        times = [r.seconds for r in reached] if all(r.trained_seconds for r in reached) else []
+        rows.append([name, str(len(reached)), _reached_cell([r.epochs for r in reached], "epochs"),
+                     _reached_cell(times, "min", 60.0) if times else "-", ""])  # fmt: skip
+    bound = f"; more than {min(measured.bounds):.1f}x where tanh never got there" if measured.bounds else ""
+    pairs = measured.epochs.n if measured.epochs else 0
+    rows.append([
+        "speed-up (tanh / ReLU)", f"{pairs} paired", draw.speedup_cell(measured.epochs) + bound,
+        draw.speedup_cell(measured.seconds), f"{draw.PAPER_SPEEDUP:.0f}x (§3.1)",
+    ])  # fmt: skip
+    if measured.search:  # the rows the search chose
+        rows[0][0] += f": {measured.relu_row.label}"
+        rows[1][0] += f": {measured.tanh_row.label}"
+    return header, rows
+
+
+def search_table(sweep: Sweep) -> tuple[list[str], list[list[str]]] | None:
+    """Figure 1's learning-rate search: every candidate's epochs to 25%, the fastest of each activation chosen."""
+    from alexnet.results import figures as draw
+
+    measured = draw.figure1_speedup(sweep.rows)
+    if measured is None or not measured.search:
+        return None
+    chosen = {measured.relu_row.label, measured.tanh_row.label}
+    header = ["job", "seeds", "epochs to 25% training error", "chosen"]
+    rows = [[row.label, str(len(reached)), _reached_cell([r.epochs for r in reached], "epochs"),
+             "✓" if row.label in chosen else ""] for _, row, reached in measured.search]  # fmt: skip
+    return header, rows
+
+
+FIGURE1_NOTE = (
+    "Figure 1 (§3.1): each job's epoch training error (top-1, counted during the epoch as cuda-convnet "
+    "printed it), from chance before the first step; where it first falls to 25%, between two epoch ends "
+    "linearly, in epochs and in minutes of training. The speed-up is tanh's over ReLU's seed by seed: their "
+    "geometric mean [95% interval, t on the logarithms]."
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +152,8 @@ def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
     ]
     if not sweep.has_baseline:
         deltas = ["No baseline in this sweep: add `experiment=baseline` to it to see Δ against the paper's claims."]
+    if not sweep.has_baseline and figure1_table(sweep) is not None:
+        deltas = ["Figure 1's sweep: ReLU against tanh is measured below, in training time to 25% error."]
     problems = [f"`{job.folder.name}`: {reason}" for job, reason in sweep.failed]
     problems += ["`" + ",".join(f"{k}={v}" for k, v in point.items()) + "`: never started" for point in sweep.missing]
     if problems and sweep.grid:
@@ -105,7 +163,7 @@ def _paragraphs(sweep: Sweep) -> dict[str, list[str]]:
         )
     elif problems:  # Optuna: a second run adds new trials; it does not redo these
         problems.append("These trials have no result; a search run again into the folder adds new trials.")
-    return {"notes": notes, "deltas": deltas, "problems": problems}
+    return {"notes": notes, "deltas": deltas, "problems": problems, "figure1": [FIGURE1_NOTE]}
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -121,6 +179,11 @@ def render(sweep: Sweep, figures: list[Figure] = ()) -> str:
     lines += ["", "## Against the baseline and the paper", "", *text["deltas"], ""]
     if sweep.has_baseline:
         lines += [*markdown_table(*delta_table(sweep)), ""]
+    if (figure1 := figure1_table(sweep)) is not None:
+        lines += ["## Figure 1: ReLU against tanh", "", *text["figure1"], "", *markdown_table(*figure1), ""]
+    if (search := search_table(sweep)) is not None:
+        lines += ["Each activation's learning rate, the fastest to 25% of those swept:", "", *markdown_table(*search)]
+        lines.append("")
     if text["problems"]:
         lines += ["## Failed or missing jobs", "", *(f"- {p}" for p in text["problems"][:-1]), "", text["problems"][-1]]
         lines.append("")
@@ -164,6 +227,11 @@ def render_html(sweep: Sweep, figures: list[Figure] = ()) -> str:
     parts += [f"<p>{_code(p)}</p>" for p in text["deltas"]]
     if sweep.has_baseline:
         parts.append(_html_table(*delta_table(sweep)))
+    if (figure1 := figure1_table(sweep)) is not None:
+        parts += ["<h2>Figure 1: ReLU against tanh</h2>", *(f"<p>{_code(p)}</p>" for p in text["figure1"])]
+        parts.append(_html_table(*figure1))
+    if (search := search_table(sweep)) is not None:
+        parts += ["<p>Each activation's learning rate, the fastest to 25% of those swept:</p>", _html_table(*search)]
     if text["problems"]:
         items = "".join(f"<li>{_code(p)}</li>" for p in text["problems"][:-1])
         parts += ["<h2>Failed or missing jobs</h2>", f"<ul>{items}</ul>", f"<p>{_code(text['problems'][-1])}</p>"]
@@ -198,7 +266,7 @@ def report_data(sweep: Sweep, figures: list[Figure] = ()) -> dict[str, Any]:
             row.experiment, row.label, len(row.finished), *(_number(row.errors[c]) for c in sweep.metrics),
             _number(top1), None if top1 is None or top1.low is None else top1.interval(), _number(top5),
             claim.top1 if claim else None,
-            "reference" if row.experiment in BASELINES else agreement(top1, claim),
+            "reference" if row.is_reference else agreement(top1, claim),
         ])  # fmt: skip
     swept = sorted({key for row in sweep.rows for job in row.jobs for key in job.swept})
     return {
@@ -208,9 +276,31 @@ def report_data(sweep: Sweep, figures: list[Figure] = ()) -> dict[str, Any]:
         "columns": columns,
         "rows": rows,
         "figures": [os.path.relpath(f.path, sweep.folder) for f in figures],
+        "figure1": _figure1_data(sweep),
         "failed": [{"job": job.folder.name, "reason": reason} for job, reason in sweep.failed],
         "missing": sweep.missing,
     }
+
+
+def _figure1_data(sweep: Sweep) -> dict[str, Any] | None:
+    """Figure 1's measurement as data: each job's crossing, and the speed-ups with their intervals."""
+    from alexnet.results import figures as draw
+
+    measured = draw.figure1_speedup(sweep.rows)
+    if measured is None:
+        return None
+
+    def interval(value: Any) -> dict[str, Any] | None:
+        return None if value is None else {"mean": value.mean, "low": value.low, "high": value.high, "seeds": value.n}
+
+    return {
+        "target_train_error": draw.TARGET_ERROR, "paper_speedup": draw.PAPER_SPEEDUP,
+        "relu": [vars(r) for r in measured.relu], "tanh": [vars(r) for r in measured.tanh],
+        "speedup_epochs": interval(measured.epochs), "speedup_seconds": interval(measured.seconds),
+        "speedup_lower_bounds": measured.bounds, "relu_job": measured.relu_row.label,
+        "tanh_job": measured.tanh_row.label,
+        "search": [{"job": row.label, "reached": [vars(r) for r in reached]} for _, row, reached in measured.search],
+    }  # fmt: skip
 
 
 def report_figures(sweep: Sweep) -> list[Figure]:

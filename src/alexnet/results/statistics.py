@@ -84,3 +84,21 @@ def difference(ablation: dict[str, float], baseline: dict[str, float]) -> Estima
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
     half = t_975(df) * se
     return Estimate(mean, min(len(a), len(b)), se, mean - half, mean + half, paired=False)
+
+
+def ratio(numerator: dict[str, float], denominator: dict[str, float]) -> Estimate | None:
+    """``numerator / denominator`` seed by seed (the seeds both have), pooled on the log scale.
+
+    A speed-up is a ratio: its mean is the geometric mean of the seeds' ratios, and its 95% interval the t
+    interval of their logarithms, taken back (so it never reaches 0 and a 2x and a 0.5x seed cancel).
+    """
+    seeds = sorted(set(numerator) & set(denominator))
+    logs = [math.log(numerator[s] / denominator[s]) for s in seeds if numerator[s] > 0 and denominator[s] > 0]
+    pooled = estimate(logs)
+    if pooled is None:
+        return None
+    if pooled.low is None:
+        return Estimate(math.exp(pooled.mean), pooled.n, paired=True)
+    return Estimate(
+        math.exp(pooled.mean), pooled.n, pooled.std, math.exp(pooled.low), math.exp(pooled.high), paired=True
+    )

@@ -28,6 +28,8 @@ from alexnet.results.claims import CLAIMS, Claim
 from alexnet.results.statistics import Estimate, difference, estimate
 
 BASELINES = ("baseline", "default")  # the same recipe as the ablations; "paper" may differ
+BASELINE_OF = {"cifar_ablate_lrn": "cifar_lrn"}  # an ablation with a reference of its own (another net, recipe)
+REFERENCES = (*BASELINES, *BASELINE_OF.values())  # the rows that Δ is taken against
 NOT_LABELS = ("seed", "experiment")  # the label is the experiment and the other swept keys: seeds pool
 
 
@@ -193,6 +195,11 @@ class Row:
         return [job for job in self.jobs if job.results is not None]
 
     @property
+    def is_reference(self) -> bool:
+        """A baseline, or the reference of an ablation (:data:`BASELINE_OF`): the row Δ is taken against."""
+        return self.experiment in REFERENCES
+
+    @property
     def claim(self) -> Claim | None:
         return CLAIMS.get(self.experiment)
 
@@ -226,7 +233,7 @@ class Sweep:
 
     @property
     def has_baseline(self) -> bool:
-        return any(row.experiment in BASELINES for row in self.rows)
+        return any(row.is_reference for row in self.rows)
 
 
 def summarize(sweep_dir: str | Path) -> Sweep:
@@ -238,11 +245,14 @@ def summarize(sweep_dir: str | Path) -> Sweep:
     tested = any(METRICS["top-1 error"] in (job.results or {}) for job in jobs)
     metrics = METRICS if tested else UNTESTED_METRICS
     rows = [Row(label, group[0].experiment, group, dict(metrics)) for label, group in grouped.items()]
-    rows.sort(key=lambda row: (row.experiment not in BASELINES, row.label))  # the baseline first
+    rows.sort(key=lambda row: (not row.is_reference, row.label))  # the references first
     baselines = {row.jobs[0].comparable: row for row in rows if row.experiment in BASELINES and row.finished}
+    references = {(row.experiment, row.jobs[0].comparable): row for row in rows if row.is_reference and row.finished}
     for row in rows:
         row.errors = {column: estimate(list(row.by_seed(column).values())) for column in metrics}
-        reference = baselines.get(row.jobs[0].comparable)
+        own = BASELINE_OF.get(row.experiment)
+        comparable = row.jobs[0].comparable
+        reference = references.get((own, comparable)) if own else baselines.get(comparable)
         if reference is not None and reference is not row:
             row.baseline = reference.label
             for column in ("top-1 error", "top-5 error"):

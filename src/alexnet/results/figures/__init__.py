@@ -3,7 +3,7 @@
 ``python -m alexnet.results.figures <run dir | sweep dir>`` (:mod:`alexnet.results.figures.__main__`) draws them into
 ``<dir>/figures/``:
 
-- ``fig1_relu_vs_tanh.png`` (a sweep with ``baseline`` and ``ablate_relu``): training error against
+- ``fig1_relu_vs_tanh.png`` (``experiment=cifar_fig1``, or a sweep with ``baseline`` and ``ablate_relu``): training error against
   epochs and against wall-clock time, the 25% line, and how much sooner ReLU gets there.
 - ``fig3_conv1.png``: the conv1 kernels of the best checkpoint, one block per tower (§6.1).
 - ``fig4_predictions.png``: eight validation images with their top-5 classes as bars, the true one red.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from torchvision.transforms import v2
 from alexnet import metric_names, run_folder
 from alexnet.errors import DataError, UserError
 from alexnet.model.filters import conv1_grids
+from alexnet.results.statistics import Estimate, ratio
 from alexnet.results.sweep import BASELINES, Job, Row, best_checkpoint, per_epoch
 
 if TYPE_CHECKING:
@@ -171,12 +173,111 @@ def _train_curve(jobs: Sequence[Job]) -> tuple[list[float], list[float], list[fl
     return [0.0, *x], [0.0, *seconds] if seconds else [], [start, *errors]
 
 
-def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
-    """Figure 1 from a sweep's ``baseline`` (ReLU) and ``ablate_relu`` (tanh) rows; returns its speed-up line."""
+def activation_rows(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Figure 1's rows of a sweep by activation: ``model.activation=relu,tanh`` swept (``experiment=cifar_fig1``,
+    several rows each when a learning rate is swept too), or the ``baseline`` (ReLU) and ``ablate_relu`` (tanh)
+    rows of an ablation sweep; empty when the sweep has not both."""
+    found: dict[str, list[Row]] = {"relu": [], "tanh": []}
+    for row in rows:
+        activation = row.jobs[0].swept.get("model.activation")
+        if activation in found:
+            found[activation].append(row)
+    if all(found.values()):
+        return found
     relu = next((row for row in rows if row.experiment in BASELINES), None)
     tanh = next((row for row in rows if row.experiment == "ablate_relu" and relu and row.baseline == relu.label), None)
-    if relu is None or tanh is None:
+    return {} if relu is None or tanh is None else {"relu": [relu], "tanh": [tanh]}
+
+
+@dataclass(frozen=True)
+class Reached:
+    """When one job's epoch training error first fell to 25%, in epochs and in seconds of training (None: never),
+    and how far it trained."""
+
+    seed: str | None
+    epochs: float | None
+    seconds: float | None
+    trained_epochs: float
+    trained_seconds: float | None
+
+
+def reached(job: Job, target: float = TARGET_ERROR) -> Reached | None:
+    """Where the job's training curve (chance before the first step) crosses ``target``; None without a curve."""
+    curve = _train_curve([job])
+    if curve is None:
         return None
+    epochs, seconds, errors = curve
+    return Reached(
+        job.seed, crossing(epochs, errors, target), crossing(seconds, errors, target) if seconds else None,
+        epochs[-1], seconds[-1] if seconds else None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Figure 1's claim measured: per seed when each net reached 25%, and how many times sooner ReLU did.
+
+    ``epochs``/``seconds``: tanh's over ReLU's, over the seeds where both reached it (geometric mean with its
+    95% interval, :func:`alexnet.results.statistics.ratio`); ``bounds``: a seed where only ReLU reached it gives
+    at least tanh's training length over ReLU's. With a learning rate swept, each activation's row is the
+    fastest to 25% (the paper: "chosen independently to make training as fast as possible"); ``search`` holds
+    every candidate with its crossings.
+    """
+
+    relu_row: Row
+    tanh_row: Row
+    relu: list[Reached]
+    tanh: list[Reached]
+    epochs: Estimate | None
+    seconds: Estimate | None
+    bounds: list[float]
+    search: list[tuple[str, Row, list[Reached]]]
+
+
+def _reached_all(row: Row, target: float) -> list[Reached]:
+    return [r for job in row.finished if (r := reached(job, target)) is not None]
+
+
+def _mean_epochs(reached_: list[Reached]) -> float:
+    """The mean epochs to the target; a seed that never got there counts as infinitely slow."""
+    if not reached_ or any(r.epochs is None for r in reached_):
+        return math.inf
+    return sum(r.epochs for r in reached_) / len(reached_)
+
+
+def figure1_speedup(rows: Sequence[Row], target: float = TARGET_ERROR) -> Speedup | None:
+    """The speed-up of ReLU over tanh to ``target`` training error, seed by seed; None without Figure 1's rows."""
+    by_activation = activation_rows(rows)
+    if not by_activation:
+        return None
+    search = [(activation, row, _reached_all(row, target)) for activation, group in by_activation.items()
+              for row in group]  # fmt: skip
+    chosen = {activation: min(((row, r) for a, row, r in search if a == activation), key=lambda c: _mean_epochs(c[1]))
+              for activation in by_activation}  # fmt: skip
+    (relu_row, relu), (tanh_row, tanh) = chosen["relu"], chosen["tanh"]
+    relu_by_seed, tanh_by_seed = {r.seed: r for r in relu}, {r.seed: r for r in tanh}
+    per_seed = {unit: ({s: getattr(r, unit) for s, r in tanh_by_seed.items() if getattr(r, unit)},
+                       {s: getattr(r, unit) for s, r in relu_by_seed.items() if getattr(r, unit)})
+                for unit in ("epochs", "seconds")}  # fmt: skip
+    bounds = [t.trained_epochs / relu_by_seed[s].epochs for s, t in tanh_by_seed.items()
+              if t.epochs is None and s in relu_by_seed and relu_by_seed[s].epochs]  # fmt: skip
+    return Speedup(relu_row, tanh_row, relu, tanh, ratio(*per_seed["epochs"]), ratio(*per_seed["seconds"]), bounds,
+                   search if len(search) > 2 else [])  # fmt: skip
+
+
+def speedup_cell(value: Estimate | None) -> str:
+    """A speed-up with its interval: ``1.6x [1.4, 1.8]``."""
+    if value is None:
+        return "-"
+    return f"{value.mean:.1f}x" + ("" if value.low is None else f" [{value.low:.1f}, {value.high:.1f}]")
+
+
+def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
+    """Figure 1 from a sweep's ReLU and tanh rows (:func:`figure1_speedup`'s); returns its speed-up line."""
+    measured = figure1_speedup(rows)
+    if measured is None:
+        return None
+    relu, tanh = measured.relu_row, measured.tanh_row
     curves = {"ReLU": _train_curve(relu.finished), "tanh": _train_curve(tanh.finished)}
     if None in curves.values():
         return None
@@ -199,6 +300,8 @@ def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
     )
     if "time" in found["ReLU"] and "time" in found["tanh"]:
         line += "; " + speedup(found["ReLU"]["time"], found["tanh"]["time"], found["tanh"]["end_time"], unit_name)
+    if measured.epochs is not None:
+        line += f"; over {measured.epochs.n} seed(s), {speedup_cell(measured.epochs)} sooner in epochs"
     line += f" (the paper: {PAPER_SPEEDUP:.0f}x, on CIFAR-10)."
     for axes, xlabel in ((by_epoch, "epochs"), (by_time, f"{unit_name} of training")):
         axes.axhline(100 * TARGET_ERROR, color="tab:red", linewidth=0.8, label="25% training error")
@@ -377,6 +480,8 @@ def job_figures(
     if checkpoint is None:
         raise UserError(f"{job.folder} has no checkpoint (checkpoints/*.ckpt): was it trained with checkpoints on?")
     model, info = load_model(checkpoint)
+    if info.model_name != "AlexNet":  # Figures 3 and 4 show AlexNet's conv1 and fc7 on ImageNet-sized images
+        raise UserError(f"{checkpoint} holds a {info.model_name}: Figures 3 and 4 are drawn for AlexNet only")
     if info.normalization is None:
         raise UserError(f"{checkpoint} does not say how its run normalized pixels: draw with a newer checkpoint")
     from alexnet.data import eval_transform
