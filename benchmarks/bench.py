@@ -12,6 +12,8 @@ speed table quotes); ``--json`` writes every row. Sections:
   compiled, fp32 and bf16; the same net without LRN gives the LRN's share of the step.
 - ``loop``: ``python train.py`` itself (the demo data, data loading and callbacks included)
   for 0/1/2 DataLoader workers, against a bare eager bf16 loop of the same net without LRN.
+- ``cifar``: ``python train.py experiment=cifar_fig1`` and ``cifar_lrn`` (in-memory CIFAR-10 format data,
+  generated) against a bare step of the same net, in the precision train.py picks (issue 19: within 0.85).
 - ``input``: images/s per core (one process, one thread) and in total (a DataLoader with
   a worker per core) for the raw full-size JPEG path (``data=imagenet``) and the prepared
   256x256 shards (``data=prepared``); with CUDA, nvJPEG decoding on the GPU.
@@ -99,6 +101,15 @@ def step_rate(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=fused or None)
     forward = torch.compile(model) if compiled else model
 
+    return timed_steps(forward, optimizer, x, y, device=device, bf16=bf16, steps=steps, warmup=warmup)
+
+
+def timed_steps(
+    forward: Callable, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, device: str,
+    bf16: bool, steps: int, warmup: int,
+) -> Row:  # fmt: skip
+    """Images/s of ``steps`` SGD steps (forward, backward, update) on one batch, after ``warmup`` untimed ones."""
+
     def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(forward(x), y)
@@ -116,7 +127,7 @@ def step_rate(
         step()
     _sync(device)
     seconds = (time.perf_counter() - start) / steps
-    return {"img_per_s": batch / seconds, "step_ms": 1000 * seconds, "warmup_s": first}
+    return {"img_per_s": x.shape[0] / seconds, "step_ms": 1000 * seconds, "warmup_s": first}
 
 
 def bench_step(device: str, batch_sizes: list[int], steps: int, compile_: bool) -> list[Row]:
@@ -198,6 +209,61 @@ def bench_loop(device: str, steps: int, workers: list[int], batch: int) -> list[
             result = loop_rate(count, steps, workdir, extra)
             row = {"section": "loop", "loop": "python train.py (paper net, LRN, demo data)", "batch": batch}
             row |= {"workers": count, **result, "vs_bare": result["img_per_s"] / bare["img_per_s"]}
+            rows.append(row)
+            _print_row(row)
+    return rows
+
+
+# --- CIFAR-10: the loop against a bare step ---------------------------------------------------------
+
+
+def cifar_step_rate(net: str, *, device: str, batch: int, bf16: bool, steps: int = 20) -> Row:
+    """Images/s of a bare training step of a CIFAR-10 net: channels_last, as the module runs it, on random inputs."""
+    from alexnet.model import build_net
+
+    torch.manual_seed(0)
+    model = build_net(net, {}).to(device, memory_format=torch.channels_last)
+    size = model.input_size
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    optimizer = torch.optim.SGD(model.param_groups(), lr=1e-3, momentum=0.9, fused=True)
+    return timed_steps(model, optimizer, x, y, device=device, bf16=bf16, steps=steps, warmup=3)
+
+
+def cifar_batches(folder: Path, per_batch: int = 2000) -> Path:
+    """Random images in the official batches' format (pickled (N, 3072) uint8 rows): no data set needed."""
+    import pickle
+
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        data = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                b"labels": rng.integers(0, 10, per_batch).tolist()}  # fmt: skip
+        (batches / name).write_bytes(pickle.dumps(data))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (batches / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    return folder
+
+
+def bench_cifar(device: str, steps: int) -> list[Row]:
+    """``python train.py experiment=cifar_fig1 / cifar_lrn`` (in-memory data, batch 128) against a bare step."""
+    from alexnet.training.hardware import auto_precision
+
+    bf16 = "bf16" in auto_precision("gpu" if device == "cuda" else "cpu")  # what train.py runs in
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = cifar_batches(Path(tmp) / "cifar")
+        for experiment, net in (("cifar_fig1", "CifarConvNet"), ("cifar_lrn", "CifarLocalNet")):
+            bare = cifar_step_rate(net, device=device, batch=128, bf16=bf16)
+            row = {"section": "cifar", "loop": f"bare step, {net}, {'bf16' if bf16 else 'fp32'}", "batch": 128}
+            rows.append(row | bare)
+            _print_row(rows[-1])
+            extra = [f"experiment={experiment}", f"data.root={root}", "data.val_size=100",
+                     f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}"]  # fmt: skip
+            result = loop_rate(0, steps, Path(tmp), extra)
+            row = {"section": "cifar", "loop": f"python train.py experiment={experiment}", "batch": 128}
+            row |= {**result, "vs_bare": result["img_per_s"] / bare["img_per_s"]}
             rows.append(row)
             _print_row(row)
     return rows
@@ -357,7 +423,7 @@ def markdown(rows: list[Row]) -> str:
                 f"| {r['img_per_s']:,.1f} | {share} |"
             )
         lines.append("")
-    loop = [r for r in rows if r["section"] == "loop"]
+    loop = [r for r in rows if r["section"] in ("loop", "cifar")]
     if loop:
         lines += ["| loop | batch | workers | img/s | vs bare |", "|---|---:|---:|---:|---:|"]
         for r in loop:
@@ -377,7 +443,8 @@ def markdown(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--only", nargs="+", choices=["step", "loop", "input"], default=["step", "loop", "input"])
+    parser.add_argument("--only", nargs="+", choices=["step", "loop", "input", "cifar"],
+                        default=["step", "loop", "input", "cifar"])  # fmt: skip
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="default: 32 128 on a CPU, 128 512 on CUDA")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (5 CPU, 20 CUDA)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
@@ -400,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += bench_loop(args.device, args.loop_steps, args.loop_workers, 32 if not cuda else 128)
     if "input" in args.only:
         rows += bench_input(args.device, args.images)
+    if "cifar" in args.only:
+        rows += bench_cifar(args.device, args.loop_steps)
     print()
     print(markdown(rows))
     if args.json:

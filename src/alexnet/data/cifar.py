@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet.data.images import load_rgb
-from alexnet.data.resumable import EpochSampler, WorkerRandomState
+from alexnet.data.resumable import EpochSampler, ReplicaBatches, WorkerRandomState
 from alexnet.data.transforms import SubtractMean, crop_batch
 from alexnet.errors import ConfigError, DataError
 
@@ -129,7 +129,7 @@ def _batch(samples: Any) -> Any:
     return samples  # __getitems__ made the batch
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(ReplicaBatches, L.LightningDataModule):
     """CIFAR-10 in memory, with cuda-convnet's preprocessing (see the module doc).
 
     Args:
@@ -254,20 +254,6 @@ class CIFAR10DataModule(L.LightningDataModule):
                             f"use model.num_classes={self.num_classes}")  # fmt: skip
         if classes is not None and list(classes) != self.classes:
             raise DataError(f"the model was trained on the classes {classes}, not those of {self.root}")
-
-    def _replicas(self) -> tuple[int, int]:
-        strategy = self.trainer.strategy if self.trainer is not None else None
-        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {}
-        return kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
-
-    @property
-    def device_batch_size(self) -> int:
-        replicas, _ = self._replicas()
-        if self.batch_size_per_device or replicas == 1:
-            return self.batch_size
-        if self.batch_size % replicas:
-            raise ConfigError(f"data.batch_size={self.batch_size} does not split evenly over {replicas} replicas")
-        return self.batch_size // replicas
 
     def _dataset(self, split: str) -> _InMemory:
         images, labels = self.splits[split]

@@ -29,7 +29,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from alexnet.data.images import find_bad_images, load_rgb
-from alexnet.data.resumable import EpochSampler, WorkerRandomState
+from alexnet.data.resumable import EpochSampler, ReplicaBatches, WorkerRandomState
 from alexnet.data.stats import load_stats
 from alexnet.data.transforms import (
     IMAGENET_EIGVAL,
@@ -70,7 +70,7 @@ def collate(samples: list[tuple[dict[str, Any], int]]) -> tuple[dict[str, Any], 
     return inputs, labels
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(ReplicaBatches, L.LightningDataModule):
     """The paper's data pipeline over an ImageFolder tree.
 
     Args:
@@ -233,25 +233,6 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"{len(bad)} image(s) under {self.root} cannot be decoded:\n{listing}{more}\n"
                 "Replace them with good copies or delete them, then run again."
             )
-
-    def _replicas(self) -> tuple[int, int]:
-        """(count, index) of the data-parallel replicas this process belongs to; (1, 0) on one device."""
-        strategy = self.trainer.strategy if self.trainer is not None else None
-        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {}
-        return kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
-
-    @property
-    def device_batch_size(self) -> int:
-        """Images per step on this process: the global batch's share, or ``batch_size`` per device."""
-        replicas, _ = self._replicas()
-        if self.batch_size_per_device or replicas == 1:
-            return self.batch_size
-        if self.batch_size % replicas:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is the global batch and does not split evenly over {replicas} "
-                f"data-parallel replicas; use a multiple of {replicas}, or data.batch_size_per_device=true"
-            )
-        return self.batch_size // replicas
 
     def _loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
         """The validation and test loader; ``generator``: its workers' seeds leave the global RNG alone."""

@@ -25,6 +25,8 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
+from alexnet.errors import ConfigError
+
 
 class EpochSampler(StatefulDistributedSampler):
     """This replica's share of an epoch's shuffled order, and the loader's generator, both seeded by (seed, epoch).
@@ -65,6 +67,36 @@ class WorkerRandomState(Dataset):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             set_host_rng_states(state)
+
+
+class ReplicaBatches:
+    """A data module's batch per process: ``batch_size`` is the global batch, split over the data-parallel replicas.
+
+    Mixed into the data modules, which set ``batch_size`` and ``batch_size_per_device``; Lightning sets ``trainer``.
+    """
+
+    batch_size: int
+    batch_size_per_device: bool
+    trainer: Any
+
+    def _replicas(self) -> tuple[int, int]:
+        """(count, index) of the data-parallel replicas this process belongs to; (1, 0) on one device."""
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {}
+        return kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
+
+    @property
+    def device_batch_size(self) -> int:
+        """Images per step on this process: the global batch's share, or ``batch_size`` per device."""
+        replicas, _ = self._replicas()
+        if self.batch_size_per_device or replicas == 1:
+            return self.batch_size
+        if self.batch_size % replicas:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is the global batch and does not split evenly over {replicas} "
+                f"data-parallel replicas; use a multiple of {replicas}, or data.batch_size_per_device=true"
+            )
+        return self.batch_size // replicas
 
 
 def host_rng_states() -> dict[str, Any]:

@@ -5,7 +5,7 @@
 
 Figures 3 and 4 come from a run's best checkpoint, into ``<run>/figures/``; for a sweep, from the best
 seed of each experiment, into that job's ``figures/``, and the sweep's report is written again with them
-embedded (and Figure 1, when the sweep holds ``baseline`` and ``ablate_relu``). Each job's figures are
+embedded (and Figure 1, for ``experiment=cifar_fig1`` or a sweep with ``baseline`` and ``ablate_relu``). Each job's figures are
 logged to its W&B run, online or offline, under ``figures/``.
 """
 
