@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -310,3 +311,12 @@ def test_with_a_learning_rate_swept_each_activation_takes_its_fastest(tmp_path):
     text = render(summarize(sweep))
     assert "the fastest to 25% of those swept" in text and text.count("| ✓ |") == 2
     assert "(not reached by 1 seed)" in text
+    # neither tanh rate gets there: the one that came closest is chosen, and the speed-up is a bound
+    for lr, errors in (("0.1", [0.8, 0.6, 0.4, 0.3]), ("0.2", [0.8, 0.7, 0.6, 0.5])):
+        shutil.rmtree(sweep / f"tanh{lr}")
+        _fig1_job(sweep, f"tanh{lr}", "tanh", 1, errors)
+        overrides = sweep / f"tanh{lr}" / ".hydra" / "overrides.yaml"
+        overrides.write_text(yaml.safe_dump([*yaml.safe_load(overrides.read_text()), f"optimizer.lr={lr}"]))
+    measured = figure1_speedup(summarize(sweep).rows)
+    assert measured.tanh_row.jobs[0].swept["optimizer.lr"] == "0.1" and measured.epochs is None
+    assert measured.bounds == [pytest.approx(4 / 1.5)]

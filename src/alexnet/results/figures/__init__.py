@@ -199,6 +199,7 @@ class Reached:
     seconds: float | None
     trained_epochs: float
     trained_seconds: float | None
+    last_error: float  # the training error of its last epoch
 
 
 def reached(job: Job, target: float = TARGET_ERROR) -> Reached | None:
@@ -209,7 +210,7 @@ def reached(job: Job, target: float = TARGET_ERROR) -> Reached | None:
     epochs, seconds, errors = curve
     return Reached(
         job.seed, crossing(epochs, errors, target), crossing(seconds, errors, target) if seconds else None,
-        epochs[-1], seconds[-1] if seconds else None,
+        epochs[-1], seconds[-1] if seconds else None, errors[-1],
     )  # fmt: skip
 
 
@@ -238,11 +239,15 @@ def _reached_all(row: Row, target: float) -> list[Reached]:
     return [r for job in row.finished if (r := reached(job, target)) is not None]
 
 
-def _mean_epochs(reached_: list[Reached]) -> float:
-    """The mean epochs to the target; a seed that never got there counts as infinitely slow."""
-    if not reached_ or any(r.epochs is None for r in reached_):
-        return math.inf
-    return sum(r.epochs for r in reached_) / len(reached_)
+def _speed(reached_: list[Reached]) -> tuple[float, float]:
+    """How fast a candidate got to the target: the mean epochs to it (a seed that never got there counts as
+    infinitely slow), then, between those that never did, the lower mean last training error."""
+    if not reached_:
+        return math.inf, math.inf
+    last = sum(r.last_error for r in reached_) / len(reached_)
+    if any(r.epochs is None for r in reached_):
+        return math.inf, last
+    return sum(r.epochs for r in reached_) / len(reached_), last
 
 
 def figure1_speedup(rows: Sequence[Row], target: float = TARGET_ERROR) -> Speedup | None:
@@ -252,7 +257,7 @@ def figure1_speedup(rows: Sequence[Row], target: float = TARGET_ERROR) -> Speedu
         return None
     search = [(activation, row, _reached_all(row, target)) for activation, group in by_activation.items()
               for row in group]  # fmt: skip
-    chosen = {activation: min(((row, r) for a, row, r in search if a == activation), key=lambda c: _mean_epochs(c[1]))
+    chosen = {activation: min(((row, r) for a, row, r in search if a == activation), key=lambda c: _speed(c[1]))
               for activation in by_activation}  # fmt: skip
     (relu_row, relu), (tanh_row, tanh) = chosen["relu"], chosen["tanh"]
     relu_by_seed, tanh_by_seed = {r.seed: r for r in relu}, {r.seed: r for r in tanh}
