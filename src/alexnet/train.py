@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ def train(cfg: DictConfig) -> float | None:
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
         results[metric_names.BEST_VAL_TOP1_ERROR] = float(checkpoint.best_model_score)
         results[metric_names.BEST_CHECKPOINT] = checkpoint.best_model_path
+    elif math.isfinite(module.best_val_top1_error):  # no checkpoint monitors it: the module's own record
+        results[metric_names.BEST_VAL_TOP1_ERROR] = module.best_val_top1_error
     if trainer.is_global_zero:
         run_folder.write_results(cfg.paths.output_dir, results)
     metric = cfg.get("optimized_metric")

@@ -171,6 +171,10 @@ def test_the_figure_1_and_lrn_experiments_train_and_their_checkpoints_rebuild_th
     assert info.model_name == "CifarConvNet" and info.model_kwargs["activation"] == "tanh"
     assert info.normalization.mean.shape == (3, 32, 32) and info.classes == CLASSES
     assert not (tmp_path / "fig1" / run_folder.RESULTS).read_text().count("test/")  # Figure 1 tests nothing
+    # no checkpoint monitors the validation error: the run's result is still its lowest one
+    val_errors = [float(r["val/top1_error"]) for r in rows if r.get("val/top1_error")]
+    best = run_folder.read_results(tmp_path / "fig1")["best/val_top1_error"]
+    assert len(val_errors) == 2 and best == pytest.approx(min(val_errors))
 
     lrn = run_cli("train.py", "experiment=cifar_ablate_lrn", f"data.root={cifar}", *CIFAR_SHORT, "trainer.max_epochs=1",
                   "hydra.run.dir=lrn", cwd=tmp_path)  # fmt: skip

@@ -92,6 +92,9 @@ class AlexNetModule(L.LightningModule):
         # Per-step training errors over all processes' images too, not just rank 0's.
         self.train_errors = _module_dict(top_k_errors(num_classes, dist_sync_on_step=True))
         self.val_errors = _module_dict(top_k_errors(num_classes))
+        # The lowest validation top-1 error of the run so far, resumes included (in its checkpoints): the
+        # run's result where no ModelCheckpoint monitors it (experiment=cifar_fig1 keeps no checkpoints).
+        self.best_val_top1_error = float("inf")
         self.crop_errors = nn.ModuleDict({crop: _module_dict(top_k_errors(num_classes)) for crop in metric_names.CROPS})
         # Ten-patch top-1 error of each class, for the report of the worst classes.
         self.class_errors = TopKError(num_classes, 1, average="none")
@@ -190,6 +193,11 @@ class AlexNetModule(L.LightningModule):
                 self.log(metric_names.top_k_error("test", int(k), crop=crop), metric)
         self.class_errors.update(scores["ten_crop"], labels)
 
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            error = float(self.val_errors[str(metric_names.TOP_K[0])].compute())
+            self.best_val_top1_error = min(self.best_val_top1_error, error)
+
     def on_test_epoch_start(self) -> None:
         self.class_errors.reset()
 
@@ -238,6 +246,7 @@ class AlexNetModule(L.LightningModule):
             checkpoint["train_error_states"] = self._counted
         elif self._mid_epoch:  # between two steps of an epoch: what its training error has counted so far
             checkpoint["train_error_states"] = self._train_error_states()
+        checkpoint["best_val_top1_error"] = self.best_val_top1_error
         checkpoint["rng_states"] = {
             **host_rng_states(),
             # This device's generator only: every process restores rank 0's states, and the two
@@ -273,6 +282,7 @@ class AlexNetModule(L.LightningModule):
         # A checkpoint from the middle of an epoch: the epoch's training error goes on counting from there
         # (Figure 1's curve), from its first batch (Lightning resets the logged metrics before it).
         self._counted = checkpoint.get("train_error_states")
+        self.best_val_top1_error = checkpoint.get("best_val_top1_error", float("inf"))
         states = checkpoint.get("rng_states")
         if states is None:
             return
