@@ -85,6 +85,15 @@ def _reached_cell(values: list[float | None], unit: str, scale: float = 1.0) -> 
     return cell + (f" (not reached by {never} seed{'s' if never > 1 else ''})" if never else "")
 
 
+def _short_of(reached: list) -> str:
+    """Where the seeds that never reached 25% ended: ``; 29.2% after 30 epochs``."""
+    short = [r for r in reached if r.epochs is None]
+    if not short:
+        return ""
+    errors = ", ".join(f"{100 * r.last_error:.1f}%" for r in short)
+    return f"; {errors} after {min(r.trained_epochs for r in short):.0f} epochs"
+
+
 def figure1_table(sweep: Sweep) -> tuple[list[str], list[list[str]]] | None:
     """Figure 1's claim measured (:func:`alexnet.results.figures.figure1_speedup`); None in other sweeps."""
     from alexnet.results import figures as draw
@@ -96,7 +105,7 @@ def figure1_table(sweep: Sweep) -> tuple[list[str], list[list[str]]] | None:
     rows = []
     for name, reached in (("ReLU (solid)", measured.relu), ("tanh (dashed)", measured.tanh)):
         times = [r.seconds for r in reached] if all(r.trained_seconds for r in reached) else []
-        rows.append([name, str(len(reached)), _reached_cell([r.epochs for r in reached], "epochs"),
+        rows.append([name, str(len(reached)), _reached_cell([r.epochs for r in reached], "epochs") + _short_of(reached),
                      _reached_cell(times, "min", 60.0) if times else "-", ""])  # fmt: skip
     bound = f"; more than {min(measured.bounds):.1f}x where tanh never got there" if measured.bounds else ""
     pairs = measured.epochs.n if measured.epochs else 0
@@ -119,7 +128,7 @@ def search_table(sweep: Sweep) -> tuple[list[str], list[list[str]]] | None:
         return None
     chosen = {measured.relu_row.label, measured.tanh_row.label}
     header = ["job", "seeds", "epochs to 25% training error", "chosen"]
-    rows = [[row.label, str(len(reached)), _reached_cell([r.epochs for r in reached], "epochs"),
+    rows = [[row.label, str(len(reached)), _reached_cell([r.epochs for r in reached], "epochs") + _short_of(reached),
              "✓" if row.label in chosen else ""] for _, row, reached in measured.search]  # fmt: skip
     return header, rows
 
