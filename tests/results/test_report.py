@@ -265,6 +265,11 @@ def test_figure_1s_sweep_reports_the_speed_up_seed_by_seed_beside_the_papers(tmp
     data = json.loads(path.with_suffix(".json").read_text())
     assert data["figure1"]["speedup_epochs"]["mean"] == pytest.approx(speedup)
     assert (sweep / "figures" / "fig1_relu_vs_tanh.png").is_file()
+    from alexnet.results.figures import relu_vs_tanh
+
+    # each seed stops at its own epoch: the figure states the seed-by-seed speed-up, not a mean curve's
+    line = relu_vs_tanh(result.rows, tmp_path / "fig1.png")
+    assert f"2 ReLU and 2 tanh seeds: tanh / ReLU {speedup:.1f}x [" in line
     # a tanh seed that never gets there gives a bound, not a ratio
     _fig1_job(sweep, "r3", "relu", 3, [0.5, 0.2])
     _fig1_job(sweep, "t3", "tanh", 3, [0.8, 0.7, 0.6])

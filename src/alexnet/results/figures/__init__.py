@@ -278,35 +278,43 @@ def speedup_cell(value: Estimate | None) -> str:
 
 
 def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
-    """Figure 1 from a sweep's ReLU and tanh rows (:func:`figure1_speedup`'s); returns its speed-up line."""
+    """Figure 1 from a sweep's ReLU and tanh rows (:func:`figure1_speedup`'s); returns its speed-up line.
+
+    Every seed's own curve: the jobs stop at 25%, each at its own epoch, so a mean over seeds would end
+    with the first to stop and cross the line late or not at all. With several seeds the line gives the
+    seed-by-seed measurement of the report's table.
+    """
     measured = figure1_speedup(rows)
     if measured is None:
         return None
-    relu, tanh = measured.relu_row, measured.tanh_row
-    curves = {"ReLU": _train_curve(relu.finished), "tanh": _train_curve(tanh.finished)}
-    if None in curves.values():
+    curves = {name: [c for c in (_train_curve([job]) for job in row.finished) if c is not None]
+              for name, row in (("ReLU", measured.relu_row), ("tanh", measured.tanh_row))}  # fmt: skip
+    if not all(curves.values()):
         return None
     figure = Figure(figsize=(11, 4.2))
     by_epoch, by_time = figure.subplots(1, 2)
-    found: dict[str, dict[str, float | None]] = {}
-    longest = max(seconds[-1] if seconds else 0.0 for _, seconds, _ in curves.values())
+    longest = max(seconds[-1] if seconds else 0.0 for series in curves.values() for _, seconds, _ in series)
     unit, unit_name = (60.0, "minutes") if longest > 120 else (1.0, "seconds")
-    for name, (epochs, seconds, errors) in curves.items():
+    for name, series in curves.items():
         style = "-" if name == "ReLU" else "--"  # as in the paper: ReLU solid, tanh dashed
-        percent = [100 * e for e in errors]
-        by_epoch.plot(epochs, percent, style, color="black", label=name)
-        found[name] = {"epochs": crossing(epochs, errors), "end_epochs": epochs[-1]}
-        if seconds:
-            times = [s / unit for s in seconds]
-            by_time.plot(times, percent, style, color="black", label=name)
-            found[name] |= {"time": crossing(times, errors), "end_time": times[-1]}
-    line = "25% training error: " + speedup(
-        found["ReLU"]["epochs"], found["tanh"]["epochs"], found["tanh"]["end_epochs"]
-    )
-    if "time" in found["ReLU"] and "time" in found["tanh"]:
-        line += "; " + speedup(found["ReLU"]["time"], found["tanh"]["time"], found["tanh"]["end_time"], unit_name)
-    if measured.epochs is not None:
-        line += f"; over {measured.epochs.n} seed(s), {speedup_cell(measured.epochs)} sooner in epochs"
+        alpha = 1.0 if len(series) == 1 else 0.6
+        for i, (epochs, seconds, errors) in enumerate(series):
+            percent, label = [100 * e for e in errors], name if i == 0 else None
+            by_epoch.plot(epochs, percent, style, color="black", alpha=alpha, linewidth=1, label=label)
+            if seconds:
+                by_time.plot([s / unit for s in seconds], percent, style, color="black", alpha=alpha, linewidth=1,
+                             label=label)  # fmt: skip
+    if len(measured.relu) == 1 and len(measured.tanh) == 1:
+        (relu,), (tanh,) = measured.relu, measured.tanh
+        line = "25% training error: " + speedup(relu.epochs, tanh.epochs, tanh.trained_epochs)
+        if relu.trained_seconds and tanh.trained_seconds:
+            to_unit = [None if v is None else v / unit for v in (relu.seconds, tanh.seconds)]
+            line += "; " + speedup(*to_unit, tanh.trained_seconds / unit, unit_name)
+    else:
+        line = f"25% training error, {len(measured.relu)} ReLU and {len(measured.tanh)} tanh seeds: tanh / ReLU "
+        line += f"{speedup_cell(measured.epochs)} in epochs, {speedup_cell(measured.seconds)} in time"
+        if measured.bounds:
+            line += f", more than {min(measured.bounds):.1f}x where tanh never got there"
     line += f" (the paper: {PAPER_SPEEDUP:.0f}x, on CIFAR-10)."
     for axes, xlabel in ((by_epoch, "epochs"), (by_time, f"{unit_name} of training")):
         axes.axhline(100 * TARGET_ERROR, color="tab:red", linewidth=0.8, label="25% training error")
