@@ -145,7 +145,8 @@ def train(cfg: DictConfig) -> float | None:
                 tested = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
                 results.update(tested[0] if tested else {})
                 report = format_test_report(results, module.class_errors.compute(), datamodule.class_names())
-                log.info("Test on %s/val with %s:\n%s", datamodule.root, best or "the last weights", report)
+                tested_on = getattr(datamodule, "test_description", f"{datamodule.root}/val")  # CIFAR-10 says which
+                log.info("Test on %s with %s:\n%s", tested_on, best or "the last weights", report)
         failed = False
     except Requeued as stop:  # SLURM's signal: the job ends here and starts again from stop.checkpoint
         failed, requeued = False, stop

@@ -132,6 +132,9 @@ def test_a_copy_without_a_test_split_tests_on_the_held_out_images_and_says_so(ci
     data = _data(folder)
     assert data.splits["test"] is data.splits["val"]
     assert "no test split" in caplog.text
+    n = len(data.splits["val"][0])
+    assert data.test_description == f"{folder}: the {n} held-out validation images"  # train.py's "Test on ..."
+    assert _data(cifar).test_description == f"{cifar}: its test split"
     with pytest.raises(DataError, match=r"data\.test_split=val"):
         _data(folder, test_split="test")
 

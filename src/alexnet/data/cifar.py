@@ -239,6 +239,8 @@ class CIFAR10DataModule(ReplicaBatches, L.LightningDataModule):
             log.warning("%s has no test split: the test scores the %d held-out validation images", self.root,
                         len(self.splits["val"][0]))  # fmt: skip
         self.splits["test"] = test[:2] if test is not None else self.splits["val"]
+        held_out_images = f"the {len(self.splits['val'][0])} held-out validation images"
+        self.test_description = f"{self.root}: {'its test split' if test is not None else held_out_images}"
         if self.normalization is None:
             mean = self.splits["train"][0].float().mean(0).div_(255)  # (3, 32, 32) at [0, 1]
             if self.crop is not None:
