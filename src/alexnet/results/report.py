@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 
@@ -34,6 +34,9 @@ from alexnet.errors import DataError, command, one_line
 from alexnet.results.claims import agreement
 from alexnet.results.statistics import Estimate, estimate
 from alexnet.results.sweep import Sweep, summarize
+
+if TYPE_CHECKING:  # the figures module imports torch and matplotlib: only where a report draws
+    from alexnet.results.figures import Reached
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def _reached_cell(values: list[float | None], unit: str, scale: float = 1.0) -> 
     return cell + (f" (not reached by {never} seed{'s' if never > 1 else ''})" if never else "")
 
 
-def _short_of(reached: list) -> str:
+def _short_of(reached: list[Reached]) -> str:
     """Where the seeds that never reached 25% ended: ``; 29.2% after 30 epochs``."""
     short = [r for r in reached if r.epochs is None]
     if not short:

@@ -156,21 +156,21 @@ def _chance(job: Job) -> float | None:
     return None
 
 
-def _train_curve(jobs: Sequence[Job]) -> tuple[list[float], list[float], list[float]] | None:
-    """Mean over seeds: epochs, seconds, training top-1 error; starting at chance before the first step."""
-    epochs, errors = _curves(jobs, metric_names.TRAIN_TOP1_ERROR_EPOCH)
-    if not epochs:
+def _train_curve(job: Job) -> tuple[list[float], list[float], list[float]] | None:
+    """One job's epochs, seconds and training top-1 error; starting at chance before the first step.
+
+    Never a mean over seeds: the jobs stop at 25%, each at its own epoch.
+    """
+    errors = per_epoch(job.metrics, metric_names.TRAIN_TOP1_ERROR_EPOCH)
+    if not errors:
         return None
-    _, times = _curves(
-        jobs, metric_names.TRAIN_TIME
-    )  # seconds since training started, at each epoch's last logged step
-    mean = [sum(v) / len(v) for v in zip(*errors, strict=True)]
-    seconds = [sum(v) / len(v) for v in zip(*times, strict=True)] if times and len(times[0]) == len(epochs) else []
-    x, errors = [e + 1.0 for e in epochs], mean
-    start = _chance(jobs[0])
+    times = per_epoch(job.metrics, metric_names.TRAIN_TIME)  # seconds since training started, at each epoch's end
+    x = [e + 1.0 for e in errors]
+    seconds = [times[e] for e in errors] if set(errors) <= set(times) else []
+    start = _chance(job)
     if start is None:
-        return x, seconds, errors
-    return [0.0, *x], [0.0, *seconds] if seconds else [], [start, *errors]
+        return x, seconds, list(errors.values())
+    return [0.0, *x], [0.0, *seconds] if seconds else [], [start, *errors.values()]
 
 
 def activation_rows(rows: Sequence[Row]) -> dict[str, list[Row]]:
@@ -204,7 +204,7 @@ class Reached:
 
 def reached(job: Job, target: float = TARGET_ERROR) -> Reached | None:
     """Where the job's training curve (chance before the first step) crosses ``target``; None without a curve."""
-    curve = _train_curve([job])
+    curve = _train_curve(job)
     if curve is None:
         return None
     epochs, seconds, errors = curve
@@ -287,7 +287,7 @@ def relu_vs_tanh(rows: Sequence[Row], path: Path) -> str | None:
     measured = figure1_speedup(rows)
     if measured is None:
         return None
-    curves = {name: [c for c in (_train_curve([job]) for job in row.finished) if c is not None]
+    curves = {name: [c for c in (_train_curve(job) for job in row.finished) if c is not None]
               for name, row in (("ReLU", measured.relu_row), ("tanh", measured.tanh_row))}  # fmt: skip
     if not all(curves.values()):
         return None
