@@ -5,10 +5,10 @@ from omegaconf import DictConfig
 
 from alexnet.errors import run_main
 from alexnet.evaluate import evaluate
-from alexnet.training.config import register_resolvers
+from alexnet.training.config import TRUSTED_TARGETS, register_resolvers
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(config_path="conf", config_name="eval", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> dict[str, float]:
     return evaluate(cfg)
 

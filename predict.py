@@ -5,10 +5,10 @@ from omegaconf import DictConfig
 
 from alexnet.errors import run_main
 from alexnet.predict import format_predictions, predict
-from alexnet.training.config import register_resolvers
+from alexnet.training.config import TRUSTED_TARGETS, register_resolvers
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(config_path="conf", config_name="predict", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> list[dict]:
     predictions = predict(cfg.ckpt_path, cfg.images, log_dir=cfg.paths.log_dir, **cfg.predict)
     print(format_predictions(predictions))

@@ -5,10 +5,10 @@ from omegaconf import DictConfig
 
 from alexnet.errors import run_main
 from alexnet.train import train
-from alexnet.training.config import register_resolvers
+from alexnet.training.config import TRUSTED_TARGETS, register_resolvers
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(config_path="conf", config_name="train", execution_whitelist=TRUSTED_TARGETS)
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 

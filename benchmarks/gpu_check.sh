@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything that needs an NVIDIA GPU, in one run of < 10 minutes (each step has a time limit), ending in one table.
-#   benchmarks/download_wheels.sh      # once, where pip works: hydra-core, omegaconf, antlr4, torchdata into .whl/
+#   benchmarks/download_wheels.sh      # once, where pip works: hydra-core, omegaconf, torchdata into .whl/ (checked)
 #   benchmarks/gpu_check.sh            # on the GPU machine (no internet needed); results in gpu-check/
 # The machine needs torch, torchvision, lightning, torchmetrics and triton. W&B is off throughout.
 # Steps: the CUDA tests; benchmarks/bench.py on CUDA; trainer=ddp and trainer=towers for a few steps
@@ -18,7 +18,7 @@ STATUS="$OUT/status.tsv"
 : > "$STATUS"
 
 if ! $PY -c "import hydra, omegaconf, torchdata" 2>/dev/null; then
-    $PY -m pip install --no-index --find-links .whl hydra-core omegaconf antlr4-python3-runtime torchdata >"$OUT/pip.log" 2>&1 \
+    $PY -m pip install --no-index --find-links .whl hydra-core omegaconf torchdata >"$OUT/pip.log" 2>&1 \
         || { echo "hydra-core/omegaconf/torchdata missing and not in .whl/: run benchmarks/download_wheels.sh first"; exit 2; }
 fi
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 2

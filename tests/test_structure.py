@@ -174,7 +174,7 @@ def _composed(overrides: list[str] = ()):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "conf")):
         cfg = compose("train", overrides=["trainer.accelerator=cpu", *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = "logs/train/runs/now"

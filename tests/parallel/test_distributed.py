@@ -171,7 +171,7 @@ def test_slurm_launcher_sizes_jobs_from_the_trainer():
     from hydra.types import HydraContext
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "conf")):
         overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     # As Hydra builds it for a sweep: it takes launchers only from the hydra_plugins namespace.

@@ -19,7 +19,7 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 
 def _compose(*overrides: str) -> dict:
     """train.py's composed config, as ``--cfg job`` prints it (without starting Python)."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "conf")):
         return OmegaConf.to_container(compose("train", overrides=list(overrides)))
 
 
@@ -205,3 +205,23 @@ def test_optuna_sweep_tunes_lr_and_weight_decay(workdir):
 
     study = optuna.load_study(study_name="alexnet_lr_weight_decay", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # on disk, to add trials to
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_goes_on_in_a_study_that_optuna_2_made(workdir, tmp_path):
+    import sqlite3
+
+    import optuna
+
+    sweep = tmp_path / "sweep"  # a sweep of the project before Hydra 1.4: optuna 2.10.1, two trials
+    sweep.mkdir()
+    with sqlite3.connect(sweep / "optuna.db") as database:
+        database.executescript((ROOT / "tests" / "fixtures" / "optuna-2.10.1-study.sql").read_text())
+    result = run_cli(
+        "train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=1", "trainer.max_epochs=1",
+        "logger=csv", f"hydra.sweep.dir={sweep}", *SHORT, cwd=workdir,
+    )  # fmt: skip
+    assert_ok(result)
+    study = optuna.load_study(study_name="alexnet_lr_weight_decay", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # the old two, and this sweep's
+    assert (sweep / "optuna.db.v2.6.0.a.bak").is_file()  # the file as optuna 2 left it

@@ -111,3 +111,19 @@ def test_metrics_csv_keeps_the_rows_before_the_resumed_step_and_goes_on_below_th
     fresh.finalize("success")
     with open(tmp_path / "metrics.csv") as file:
         assert [r["step"] for r in csv.DictReader(file)] == ["0"]
+
+
+def test_a_sweeps_optuna_study_lies_in_the_sweeps_folder_resolved_a_second_later(tmp_path, monkeypatch):
+    """The Optuna sweeper resolves its storage in its own copy of the config: the folder's time must not move."""
+    import time
+
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    with initialize_config_dir(str(root / "conf")):
+        cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    sweep_dir = cfg.hydra.sweep.dir
+    copy = OmegaConf.create(OmegaConf.to_container(cfg))  # as a plugin gets it: no resolver cache shared
+    time.sleep(1.1)
+    assert copy.hydra.sweeper.storage == f"sqlite:///{(tmp_path / sweep_dir).resolve() / 'optuna.db'}"

@@ -7,7 +7,7 @@ WordNet IDs) or directly as WordNet IDs (``n01751748``)::
 
     python -m alexnet.data.imagenet_val /datasets/ilsvrc2012/val \\
         --labels ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt \\
-        --meta ILSVRC2012_devkit_t12/data/meta.mat        # needs scipy
+        --meta ILSVRC2012_devkit_t12/data/meta.mat
 
 Files are moved (``--copy`` to copy) into ``val/<wnid>/``. Class names as words
 come from ``LOC_synset_mapping.txt`` or ``synset_words.txt`` in the data root,
@@ -20,7 +20,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from alexnet.errors import ConfigError, DataError, command
+from alexnet.errors import DataError, command
 
 
 def read_labels(labels: Path, meta: Path | None = None) -> list[str]:
@@ -34,10 +34,8 @@ def read_labels(labels: Path, meta: Path | None = None) -> list[str]:
         raise DataError(f"{labels}: expected one ILSVRC2012_ID (1-1000) or one wnid per line")
     if meta is None or not meta.is_file():
         raise DataError(f"{labels} holds ILSVRC2012_IDs; pass --meta <devkit>/data/meta.mat to map them to wnids")
-    try:
-        from scipy.io import loadmat
-    except ImportError as error:
-        raise ConfigError('reading meta.mat needs scipy: pip install -e ".[imagenet]"') from error
+    from scipy.io import loadmat
+
     synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
     id_to_wnid = {int(s[0]): str(s[1]) for s in synsets if int(s[4]) == 0}  # leaves only: the 1000 classes
     return [id_to_wnid[int(e)] for e in entries]

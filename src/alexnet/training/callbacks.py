@@ -91,7 +91,7 @@ class ThroughputMonitor(L.Callback):
     epoch Lightning writes that batch's metrics at.
     """
 
-    def __init__(self, batch_size_fn: Callable[[Any], int], window_size: int = 100) -> None:
+    def __init__(self, batch_size_fn: Callable[[Any], int] = images_in_batch, window_size: int = 100) -> None:
         self.batch_size_fn, self.window_size = batch_size_fn, window_size
         self._throughput: Throughput | None = None
         self._start = 0.0  # perf_counter() when training started, moved on by each validation's length

@@ -7,6 +7,7 @@ and so does a SLURM sweep's job before Hydra resolves its folder
 
 - ``${auto_precision:${trainer.accelerator}}``: bf16-mixed where the hardware runs it natively, else 32-true.
 - ``${run_name:}``: the run folder's name, the same in every process of one launch.
+- ``${start_time:}``: this process's start time, the sweep folder's name.
 - ``${rank_suffix:}``: ``_rank<N>`` in the log file names of ranks other than 0 under torchrun or srun.
 - ``${num_classes_in:${data.root}}``: the class count of the data there (prepared or ImageFolder).
 - ``${continued_run:${ckpt_path},logs/train/runs,${run_name:}}``: the run folder, the resumed run's own.
@@ -18,7 +19,9 @@ and so does a SLURM sweep's job before Hydra resolves its folder
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -37,6 +40,19 @@ from alexnet.data.manifest import count_classes
 from alexnet.errors import CheckpointError
 from alexnet.training.hardware import auto_precision
 
+log = logging.getLogger(__name__)
+# What a config's ``_target_`` may name: Hydra 1.4 resolves config-selected targets only where trusted code
+# allows them (hydra.cc/docs/advanced/execution_whitelist; without a list it warns, and Hydra 1.5 refuses).
+# The entry points pass it to ``hydra.main``; a config of your own classes: add their package here.
+TRUSTED_TARGETS = (
+    "alexnet.*",
+    "torch.optim.*",  # optimizers and their schedulers
+    "lightning.pytorch.*",  # the Trainer, its callbacks and strategies
+    "datetime.timedelta",  # a strategy's timeout
+    "optuna.samplers.*",
+    "optuna.pruners.*",
+)
+
 
 def run_name() -> str:
     """The run folder's name, the same in every process of one launch.
@@ -53,6 +69,16 @@ def run_name() -> str:
     rdzv = os.environ.get("TORCHELASTIC_RUN_ID")
     if rdzv and rdzv != "none":
         return f"torchrun-{rdzv}"
+    return start_time()
+
+
+@functools.cache
+def start_time() -> str:
+    """This process's start (``2026-12-04_21-52-39``), the same at every call: a sweep's folder and its study.
+
+    Hydra 1.4's ``${now:}`` is cached per config object, and the Optuna sweeper resolves the sweep's folder
+    (its study's storage) in a copy of the config: a second later, the trials went to another folder.
+    """
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
@@ -189,20 +215,48 @@ def optuna_storage(sweep_dir: str) -> str:
     """
     folder = Path(sweep_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'optuna.db'}"
+    url = f"sqlite:///{folder / 'optuna.db'}"
+    if (folder / "optuna.db").is_file():
+        upgrade_optuna_study(folder / "optuna.db")
+    return url
+
+
+def upgrade_optuna_study(database: Path) -> None:
+    """Bring a study made by an older Optuna (the project used 2.10 until Hydra 1.4) to this one's schema.
+
+    Optuna refuses an old schema until ``optuna storage upgrade`` is run; a sweep that goes on in its old
+    folder does that here instead, after copying the database to ``optuna.db.<old schema>.bak``.
+    """
+    import shutil
+
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{database}", skip_compatibility_check=True)
+    try:
+        old, new = storage.get_current_version(), storage.get_head_version()
+        if old == new:
+            return
+        backup = database.with_name(f"{database.name}.{old}.bak")
+        shutil.copy2(database, backup)
+        storage.upgrade()
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    log.info("%s: Optuna study upgraded from schema %s to %s (the old file is %s)", database, old, new, backup.name)
 
 
 def register_resolvers() -> None:
     """Make the resolvers of the module doc known to OmegaConf (idempotent)."""
-    OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
-    OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
-    OmegaConf.register_new_resolver("rank_suffix", rank_suffix, replace=True)
-    OmegaConf.register_new_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
-    OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
-    OmegaConf.register_new_resolver("continued_run", continued_run, use_cache=True, replace=True)  # one per process
-    OmegaConf.register_new_resolver("record_subdir", record_subdir, use_cache=True, replace=True)
-    OmegaConf.register_new_resolver("optuna_storage", optuna_storage, replace=True)
-    OmegaConf.register_new_resolver("metric", metric_names.by_name, replace=True)
+    OmegaConf.register_resolver("auto_precision", auto_precision, replace=True)
+    OmegaConf.register_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
+    OmegaConf.register_resolver("start_time", start_time, replace=True)
+    OmegaConf.register_resolver("rank_suffix", rank_suffix, replace=True)
+    OmegaConf.register_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
+    OmegaConf.register_resolver("job_folder", job_folder, replace=True)
+    OmegaConf.register_resolver("continued_run", continued_run, use_cache=True, replace=True)  # one per process
+    OmegaConf.register_resolver("record_subdir", record_subdir, use_cache=True, replace=True)
+    OmegaConf.register_resolver("optuna_storage", optuna_storage, replace=True)
+    OmegaConf.register_resolver("metric", metric_names.by_name, replace=True)
 
 
 def current_hydra() -> Any | None:
