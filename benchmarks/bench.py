@@ -16,13 +16,15 @@ speed table quotes); ``--json`` writes every row. Sections:
   generated) against a bare step of the same net, in the precision train.py picks (issue 19: within 0.85).
 - ``input``: images/s per core (one process, one thread) and in total (a DataLoader with
   a worker per core) for the raw full-size JPEG path (``data=imagenet``) and the prepared
-  256x256 shards (``data=prepared``); with CUDA, nvJPEG decoding on the GPU.
-  The images are generated photo-like full-size JPEGs (~500x375): no data set is needed.
+  256x256 shards (``data=prepared``), each also from file to finished float batch on one thread;
+  JPEG decoding on one thread with PIL, torchvision.io and TorchCodec; with CUDA, nvJPEG on the GPU.
+  The images are generated photo-like full-size JPEGs (~500x375), or ``--images DIR``'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -38,11 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from alexnet.metric_names import TRAIN_SAMPLES_PER_SEC
 from alexnet.model import AlexNet
+from alexnet.training.hardware import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository (train.py, conf/)
 Row = dict[str, Any]
@@ -317,7 +320,19 @@ def _total(dataset, workers: int, count: int, batch: int = 32) -> float:
     return images / (time.perf_counter() - start)
 
 
-def bench_input(device: str, images: int) -> list[Row]:
+def linked_jpegs(folder: Path, train: Path, classes: int = 2) -> int:
+    """``--images DIR``: its JPEGs (any depth) as an ImageFolder of ``classes`` classes, by links; their count."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
+    if not paths:
+        raise SystemExit(f"error: --images {folder} holds no .jpg/.JPEG files")
+    for i, path in enumerate(paths):
+        target = train / f"c{i % classes}" / f"{i:05d}.JPEG"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path.resolve())
+    return len(paths)
+
+
+def bench_input(device: str, images: int | Path) -> list[Row]:
     from torchvision import datasets
     from torchvision.transforms import v2
 
@@ -331,7 +346,10 @@ def bench_input(device: str, images: int) -> list[Row]:
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        photo_like_jpegs(src / "train", images)
+        if isinstance(images, Path):
+            images = linked_jpegs(images, src / "train")
+        else:
+            photo_like_jpegs(src / "train", images)
         photo_like_jpegs(src / "val", 2, seed=1)
         size_kb = np.mean([p.stat().st_size for p in (src / "train").rglob("*.JPEG")]) / 1000
         start = time.perf_counter()
@@ -355,6 +373,17 @@ def bench_input(device: str, images: int) -> list[Row]:
             row["jpeg_kb"] = size_kb
             rows.append(row)
             _print_row(row)
+        finished = {}
+        for name, dataset in paths.items():
+            finished[name] = _finished_per_core(dataset, prepared.batch_transform, max(images, 256))
+            torch.set_num_threads(threads)
+            rows.append({"section": "input", "path": f"{name.split(' (')[0]}, finished batches on 1 thread "
+                         "(+ lighting, mean, scale)", "per_core": finished[name]})  # fmt: skip
+            _print_row(rows[-1])
+        raw_rate, prepared_rate = finished.values()
+        rows[-1]["vs_raw"] = prepared_rate / raw_rate
+        rows += bench_decode(src / "train", prepared.train_set)
+        torch.set_num_threads(threads)
         row = {"section": "input", "path": "alexnet.data.prepare (writing shards, all cores)", "cores": cores}
         rows.append(row | {"per_core": prepare_rate / cores, "total": prepare_rate})
         _print_row(rows[-1])
@@ -367,6 +396,68 @@ def bench_input(device: str, images: int) -> list[Row]:
             on_device.setup("fit")
             rows.append(_gpu_decode(on_device, device))
             _print_row(rows[-1])
+    return rows
+
+
+def _finished_per_core(dataset, transform, count: int, batch: int = 64) -> float:
+    """One thread from file to the model's float input: the workers' part and the batch's float work."""
+    from alexnet.data.folder import collate
+
+    torch.set_num_threads(1)
+
+    def batches(n: int) -> int:
+        done = 0
+        for first in range(0, n, batch):
+            inputs, _ = collate([dataset[i % len(dataset)] for i in range(first, min(first + batch, n))])
+            done += len(transform(inputs))
+        return done
+
+    batches(batch)  # warm
+    start = time.perf_counter()
+    done = batches(count)
+    return done / (time.perf_counter() - start)
+
+
+def bench_decode(originals: Path, shards) -> list[Row]:
+    """JPEG decoding on one thread, side by side: PIL, torchvision.io (deprecated from 0.29), TorchCodec."""
+    import warnings
+
+    from alexnet.data import jpeg
+
+    torch.set_num_threads(1)
+    files = sorted(originals.rglob("*.JPEG"))[:100]
+    sources = {
+        "originals": [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files],
+        "shards": [shards.jpeg(i) for i in range(min(len(shards), 100))],
+    }
+
+    def pil(data: Tensor) -> Tensor:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+            return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
+
+    def torchvision_io(data: Tensor) -> Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+
+    decoders = {"PIL (Image.open, convert RGB)": pil, "torchvision.io.decode_jpeg": torchvision_io}
+    if jpeg.DECODER == "torchcodec":
+        decoders["TorchCodec decode_jpeg (what the project uses)"] = jpeg.decode_rgb
+    rows = []
+    for name, decode in decoders.items():
+        row: Row = {"section": "decode", "decoder": name}
+        for kind, datas in sources.items():
+            for data in datas[:5]:
+                decode(data)
+            start = time.perf_counter()
+            for _ in range(3):
+                for data in datas:
+                    decode(data)
+            row[kind] = 3 * len(datas) / (time.perf_counter() - start)
+        rows.append(row)
+        _print_row(row)
     return rows
 
 
@@ -442,8 +533,19 @@ def markdown(rows: list[Row]) -> str:
         lines += ["| input | img/s per core | img/s total |", "|---|---:|---:|"]
         for r in data:
             per_core = f"{r['per_core']:,.0f}" if "per_core" in r else ""
-            lines.append(f"| {r['path']} | {per_core} | {r['total']:,.0f} |")
+            total = f"{r['total']:,.0f}" if "total" in r else ""
+            versus = f" ({r['vs_raw']:.1f}x the raw path's)" if "vs_raw" in r else ""
+            lines.append(f"| {r['path']} | {per_core}{versus} | {total} |")
+        lines.append("")
+    decode = [r for r in rows if r["section"] == "decode"]
+    if decode:
+        lines += ["| decode, 1 thread | originals img/s | 256x256 shards img/s |", "|---|---:|---:|"]
+        lines += [f"| {r['decoder']} | {r['originals']:,.0f} | {r['shards']:,.0f} |" for r in decode]
     return "\n".join(lines)
+
+
+def _count_or_folder(value: str) -> int | Path:
+    return int(value) if value.isdigit() else Path(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -456,7 +558,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--loop-steps", type=int, default=60)
     parser.add_argument("--loop-workers", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--images", type=int, default=200, help="generated full-size JPEGs for the input rows")
+    parser.add_argument("--images", type=_count_or_folder, default=200,
+                        help="generated full-size JPEGs for the input rows (a count), or a folder of real ones")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args(argv)
     cuda = args.device == "cuda"
@@ -467,6 +570,8 @@ def main(argv: list[str] | None = None) -> None:
         f"benchmarks/bench.py on {args.device} ({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     rows: list[Row] = []
+    if not cuda:
+        keep_freed_memory()  # as train.py does on a CPU, so that the bare steps and the loops compare
     if "step" in args.only:
         rows += bench_step(args.device, batch_sizes, steps, not args.no_compile)
     if "loop" in args.only:

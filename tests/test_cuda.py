@@ -47,12 +47,19 @@ def test_the_batch_transform_on_cuda_equals_the_cpu():
 
 
 def test_nvjpeg_decodes_like_the_cpu(tmp_path):
-    from torchvision.io import encode_jpeg
+    import io
+
+    from PIL import Image
 
     from alexnet.data.transforms import decode_batch
 
+    def encode_jpeg(image: torch.Tensor) -> torch.Tensor:  # as alexnet.data.prepare writes its shards
+        encoded = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(encoded, "JPEG", quality=95)
+        return torch.frombuffer(bytearray(encoded.getvalue()), dtype=torch.uint8)
+
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8).repeat_interleave(8, 2).repeat_interleave(8, 3)
-    jpegs = [encode_jpeg(image, quality=95) for image in images]
+    jpegs = [encode_jpeg(image) for image in images]
     on_gpu, on_cpu = decode_batch(jpegs, torch.device("cuda")), decode_batch(jpegs, torch.device("cpu"))
     assert on_gpu.is_cuda and on_gpu.shape == on_cpu.shape == (4, 3, 256, 256)
     assert (on_gpu.cpu().float() - on_cpu.float()).abs().mean() < 1.0

@@ -66,7 +66,29 @@ def test_the_device_half_equals_normalizing_the_whole_image_then_cropping():
         torch.testing.assert_close(result, expected.flip(-1) if flipped else expected, rtol=0, atol=1e-4)
     # Validation: the centre crop, no lighting.
     centre = transform(_batch([CentreCrop()(image) for image in images]))
-    torch.testing.assert_close(centre, ((images.float() / 255 - mean_image) * 255)[..., 14:241, 14:241])
+    expected = ((images.float() / 255 - mean_image) * 255)[..., 14:241, 14:241]
+    torch.testing.assert_close(centre, expected, rtol=0, atol=1e-4)  # the same arithmetic, in another order
+
+
+@pytest.mark.parametrize("mean", ["per_channel", "per_pixel", "per_pixel_uncut"])
+def test_the_cpu_float_work_equals_the_gather_on_every_kind_of_mean(mean):
+    """SubtractMean.from_uint8 (slices, image by image) = forward after lighting (the gather the GPU runs)."""
+    torch.manual_seed(2)
+    size = 256 if mean == "per_pixel_uncut" else 227
+    means = {
+        "per_channel": torch.rand(3),
+        "per_pixel": torch.rand(3, 256, 256),
+        "per_pixel_uncut": torch.rand(3, 256, 256),
+    }
+    normalization = SubtractMean(means[mean], input_scale=255.0)
+    images = torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8)
+    crop = torch.stack([torch.randint(0, 256 - size + 1, (8,)), torch.randint(0, 256 - size + 1, (8,)),
+                        torch.arange(8) % 2], dim=1)  # fmt: skip
+    shift = torch.randn(8, 3) * 0.05
+    expected = normalization(images.float() / 255 + shift[:, :, None, None], crop)
+    torch.testing.assert_close(normalization.from_uint8(images, crop, shift), expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(normalization.from_uint8(images, crop), normalization(images.float() / 255, crop),
+                               rtol=0, atol=1e-4)  # fmt: skip
 
 
 def test_crop_batch_cuts_and_reflects_each_image():

@@ -1,5 +1,6 @@
 """alexnet.data.prepare and data=prepared: shards, statistics, bad files, resume, and the same inputs as the raw folder."""
 
+import importlib.util
 import io
 import os
 import signal
@@ -174,3 +175,25 @@ def test_train_from_prepared_data_reads_the_class_count_from_it(tmp_path):
     evaluated = run_cli("eval.py", "ckpt_path=last", *overrides[:3], "trainer.limit_test_batches=1", cwd=tmp_path)
     assert_ok(evaluated)
     assert "per pixel (3, 256, 256)" in evaluated.stdout + evaluated.stderr  # the prepared data's mean image
+
+
+def test_the_shards_decode_to_the_same_pixels_as_with_torchvisions_decoder(source, tmp_path):
+    """TorchCodec (where installed) replaced torchvision.io's deprecated decoder: the same pixels, image by image."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from alexnet.data.jpeg import DECODER, decode_rgb, decode_rgb_batch
+    from alexnet.data.prepared import PreparedImages
+
+    dst = prepare(source, tmp_path / "dst", workers=1, shard_size=4)
+    images = PreparedImages(dst / "train", read_manifest(dst)["classes"])
+    jpegs = [images.jpeg(i) for i in range(len(images))]
+    assert len(jpegs) >= 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the decoder being replaced, as the reference
+        before = [decode_jpeg(j, mode=ImageReadMode.RGB) for j in jpegs]
+    batch = decode_rgb_batch(jpegs, "cpu")
+    for j, reference, batched in zip(jpegs, before, batch, strict=True):
+        assert torch.equal(decode_rgb(j), reference) and torch.equal(batched, reference)
+    assert ("torchcodec" if importlib.util.find_spec("torchcodec") else "torchvision") == DECODER

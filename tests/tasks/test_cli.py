@@ -225,3 +225,49 @@ def test_an_optuna_sweep_goes_on_in_a_study_that_optuna_2_made(workdir, tmp_path
     study = optuna.load_study(study_name="alexnet_lr_weight_decay", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3  # the old two, and this sweep's
     assert (sweep / "optuna.db.v2.6.0.a.bak").is_file()  # the file as optuna 2 left it
+
+
+def _job_span(job: Path) -> tuple[float, float, str]:
+    """A job's start (its log's first line) and end (its results.json), and the devices it said it trains on."""
+    from datetime import datetime
+
+    lines = (job / "train.log").read_text().splitlines()
+    start = datetime.strptime(lines[0][1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    (where,) = [line.split(", on ", 1)[1] for line in lines if "parameters, precision" in line]
+    return start, (job / "results.json").stat().st_mtime, where
+
+
+@pytest.mark.slow
+def test_an_optuna_search_on_local_devices_runs_two_trials_at_once_each_on_its_own_core(workdir, tmp_path):
+    import optuna
+
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train.py", "-m", "hparams_search=optuna", "hydra/launcher=local_devices", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2", "hydra.launcher.devices=[0,1]", "trainer.max_epochs=1", "logger=csv",
+        f"hydra.sweep.dir={sweep}", *SHORT, cwd=workdir,
+    )  # fmt: skip
+    assert_ok(result)
+    study = optuna.load_study(study_name="alexnet_lr_weight_decay", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # one study, both trials in it
+    (first_start, first_end, first_on), (second_start, second_end, second_on) = map(
+        _job_span, sorted(p.parent for p in sweep.glob("*/train.log"))
+    )
+    assert first_start < second_end and second_start < first_end  # at the same time
+    assert {first_on, second_on} == {"CPU cores 0 with 1 threads", "CPU cores 1 with 1 threads"}
+
+
+@pytest.mark.slow
+def test_a_failing_job_on_local_devices_hands_its_core_to_the_next_and_the_sweep_says_why(workdir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train.py", "-m", "hydra/launcher=local_devices", "hydra.launcher.devices=[0,1]", "optimizer.lr=0.01,abc,0.001",
+        "trainer.max_epochs=1", "logger=csv", f"hydra.sweep.dir={sweep}", *SHORT, cwd=workdir,
+        env={"HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: invalid optimizer setting" in result.stderr.splitlines()[-1]
+    finished = sorted(p.parent.name.split("@")[0] for p in sweep.glob("*/results.json"))
+    assert finished == ["optimizer.lr-0.001", "optimizer.lr-0.01"]  # the job after the failed one ran too
+    assert "Launching 3 jobs, 2 at once" in result.stdout + result.stderr
+    assert (sweep / "report.md").is_file()  # the report of the jobs that ran

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import v2
 
 from alexnet.data.folder import ImageFolderDataModule
+from alexnet.data.jpeg import decode_rgb
 from alexnet.data.manifest import read_manifest
 from alexnet.data.transforms import RESIZE
 from alexnet.errors import DataError
@@ -79,7 +79,7 @@ class PreparedImages(Dataset):
             sample = self.transform(_UNDECODED)
             sample["jpeg"] = data
             return sample, label
-        image = decode_jpeg(data, mode=ImageReadMode.RGB)
+        image = decode_rgb(data)
         return (self.transform(image) if self.transform else image), label
 
     def __getstate__(self) -> dict[str, Any]:  # memory maps stay in the process that opened them

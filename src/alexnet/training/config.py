@@ -78,6 +78,8 @@ def start_time() -> str:
 
     Hydra 1.4's ``${now:}`` is cached per config object, and the Optuna sweeper resolves the sweep's folder
     (its study's storage) in a copy of the config: a second later, the trials went to another folder.
+    Registered with the cache as well, so a job that a launcher pickles to another process (SLURM's,
+    ``local_devices``') takes the launching process's value along.
     """
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -249,7 +251,7 @@ def register_resolvers() -> None:
     """Make the resolvers of the module doc known to OmegaConf (idempotent)."""
     OmegaConf.register_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_resolver("run_name", run_name, use_cache=True, replace=True)  # one name per process
-    OmegaConf.register_resolver("start_time", start_time, replace=True)
+    OmegaConf.register_resolver("start_time", start_time, use_cache=True, replace=True)  # kept by a pickled job
     OmegaConf.register_resolver("rank_suffix", rank_suffix, replace=True)
     OmegaConf.register_resolver("num_classes_in", count_classes, use_cache=True, replace=True)
     OmegaConf.register_resolver("job_folder", job_folder, replace=True)

@@ -1,10 +1,15 @@
-"""Choices that depend on the machine: the training precision."""
+"""Choices that depend on the machine: the training precision, and the devices a run says it trains on."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 def cpu_has_native_bf16() -> bool:
@@ -27,3 +32,36 @@ def auto_precision(accelerator: str = "auto") -> str:
     if use_gpu:
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def where_it_runs(trainer: L.Trainer) -> str:
+    """The devices this process trains on, as the log states them: its GPU, or its CPU cores and threads."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'all')})"
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return f"CPU cores {','.join(map(str, cores)) or '?'} with {torch.get_num_threads()} threads"
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for the next batch instead of giving it back (Linux, training on a CPU).
+
+    A CPU batch's tensors are tens of MB each; above glibc's mmap threshold every one is mapped afresh and
+    each of its pages faults in again at first touch: on this project's 2-core VM that was three quarters of
+    the batch's float work (~340 against ~85 us an image) and ~10% of a CIFAR-10 step (benchmarks/bench.py).
+    PyTorch's CPU tuning guide preloads jemalloc or tcmalloc for the same reason; this is glibc's own switch
+    (``mallopt``), for the process and the DataLoader workers it forks. The cost: the process keeps its
+    peak heap. False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None or os.name != "posix":
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):  # another C library (musl, macOS)
+        return False

@@ -35,9 +35,10 @@ from alexnet import run_folder
 from alexnet.errors import ConfigError
 from alexnet.training.config import current_hydra, in_multirun
 
-# Launchers whose jobs each get their own processes: Hydra's basic one (jobs one after
-# another) and submitit's SLURM one (a SLURM job with a task per device for each point).
-SEQUENTIAL_LAUNCHERS = ("BasicLauncher", "SlurmLauncher")
+# Launchers whose jobs each get their own processes and devices: Hydra's basic one (jobs one after another),
+# submitit's SLURM one (a SLURM job with a task per device for each point) and the project's local_devices
+# (jobs at once, each in its own process on its own devices).
+OWN_DEVICES_LAUNCHERS = ("BasicLauncher", "SlurmLauncher", "LocalDevicesLauncher")
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")  # set by Lightning's launcher
 CHILD_EXIT_TIMEOUT_S = 120
 
@@ -63,14 +64,15 @@ def check_launch(trainer: L.Trainer) -> None:
         return
     launcher = str(hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1]
     external = trainer.strategy.cluster_environment.creates_processes_externally
-    if launcher not in SEQUENTIAL_LAUNCHERS:
+    if launcher not in OWN_DEVICES_LAUNCHERS:
         raise ConfigError(
             f"hydra/launcher {launcher} runs several sweep jobs at once (or starts them in a way Lightning cannot "
             f"restart for its other ranks), and each of them would start "
             f"{trainer.world_size} processes on the same devices. Sweep distributed runs with the default launcher "
-            "(one job after another) or with hydra/launcher=slurm (one SLURM job per sweep point)."
+            "(one job after another), hydra/launcher=local_devices (jobs at once, each on its own devices) or "
+            "hydra/launcher=slurm (one SLURM job per sweep point)."
         )
-    if launcher == "BasicLauncher" and external:
+    if launcher in ("BasicLauncher", "LocalDevicesLauncher") and external:
         raise ConfigError(
             "a sweep (-m) inside processes started by torchrun or srun: every process would run every job of the "
             "sweep. Start the sweep with plain `python train.py -m ...` (Lightning starts each job's processes) "
