@@ -236,3 +236,19 @@ def test_every_command_answers_a_missing_path_with_one_line(tmp_path, module, ar
     assert (result.returncode, len(lines)) == (2, 1), result.stderr[-2000:]
     assert lines[0].startswith("error: ") and "nowhere" in lines[0]
     assert not (tmp_path / "nowhere-prepared").exists() and not (tmp_path / "nowhere-prepared.partial").exists()
+
+
+def test_every_target_in_conf_is_one_that_the_entry_points_trust():
+    """Hydra 1.4 resolves a config's _target_ only where the entry points' execution whitelist allows it."""
+    from alexnet.training.config import TRUSTED_TARGETS
+
+    def trusted(target: str) -> bool:
+        return any(target == t or (t.endswith(".*") and target.startswith(t[:-1])) for t in TRUSTED_TARGETS)
+
+    targets = {
+        f"{path.relative_to(ROOT)}: {match}"
+        for path in (ROOT / "conf").rglob("*.yaml")
+        for match in re.findall(r"^\s*_target_:\s*([\w.]+)", path.read_text(), flags=re.M)
+        if not trusted(match) and not match.startswith("hydra_plugins.hydra_optuna_sweeper.")  # Hydra's own plugin
+    }
+    assert not targets, targets

@@ -254,20 +254,55 @@ def test_an_optuna_search_on_local_devices_runs_two_trials_at_once_each_on_its_o
         _job_span, sorted(p.parent for p in sweep.glob("*/train.log"))
     )
     assert first_start < second_end and second_start < first_end  # at the same time
-    assert {first_on, second_on} == {"CPU cores 0 with 1 threads", "CPU cores 1 with 1 threads"}
+    assert {first_on, second_on} == {"CPU cores 0 with 1 thread", "CPU cores 1 with 1 thread"}
 
 
 @pytest.mark.slow
 def test_a_failing_job_on_local_devices_hands_its_core_to_the_next_and_the_sweep_says_why(workdir, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "train.py", "-m", "hydra/launcher=local_devices", "hydra.launcher.devices=[0,1]", "optimizer.lr=0.01,abc,0.001",
+        "train.py", "-m", "hydra/launcher=local_devices", "hydra.launcher.devices=[0,1]", "model.dropout=0.5,1.5,0.4",
         "trainer.max_epochs=1", "logger=csv", f"hydra.sweep.dir={sweep}", *SHORT, cwd=workdir,
         env={"HYDRA_FULL_ERROR": "0"},
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "error: invalid optimizer setting" in result.stderr.splitlines()[-1]
+    # The model's own error, raised in its constructor (Hydra's instantiate wraps it), in the job's process.
+    assert result.stderr.splitlines()[-1] == "error: model.dropout=1.5 is not valid; allowed values: 0 <= dropout < 1"
     finished = sorted(p.parent.name.split("@")[0] for p in sweep.glob("*/results.json"))
-    assert finished == ["optimizer.lr-0.001", "optimizer.lr-0.01"]  # the job after the failed one ran too
+    assert finished == ["model.dropout-0.4", "model.dropout-0.5"]  # the job after the failed one ran too
     assert "Launching 3 jobs, 2 at once" in result.stdout + result.stderr
     assert (sweep / "report.md").is_file()  # the report of the jobs that ran
+
+
+@pytest.mark.slow
+def test_a_killed_job_on_local_devices_frees_its_core_and_the_sweep_says_how_to_go_on(workdir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=local_devices", "hydra.launcher.devices=[0,1]",
+        "seed=1,2,3", "trainer.max_epochs=2", "test=false", "logger=csv",
+        f"hydra.sweep.dir={sweep}", *TINY_DATA,
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    sweeping = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not list(sweep.glob("seed-1*/train.log")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    jobs = subprocess.run(["pgrep", "-P", str(sweeping.pid), "-f", "spawn_main"], capture_output=True, text=True)
+    first = min(int(pid) for pid in jobs.stdout.split())  # job #0's process (seed=1), started first
+    os.kill(first, signal.SIGKILL)
+    _, err = sweeping.communicate(timeout=600)
+    assert sweeping.returncode == 2, err[-3000:]
+    assert err.splitlines()[-1].startswith("error: sweep job #0 (seed=1 ")
+    assert (
+        f"exit code -9 before reporting (killed, or out of memory?); run the sweep again with hydra.sweep.dir={sweep}"
+        in err
+    )
+    assert sorted(p.parent.name.split("@")[0] for p in sweep.glob("*/results.json")) == ["seed-2", "seed-3"]

@@ -31,10 +31,26 @@ def decode_rgb(data: Tensor) -> Tensor:
     return decode_jpeg(data, mode=ImageReadMode.RGB)
 
 
+_torchcodec_on_cuda: bool | None = None  # None: not tried yet; False: this TorchCodec build has no nvJPEG
+
+
 def decode_rgb_batch(jpegs: Sequence[Tensor], device: torch.device | str) -> list[Tensor]:
-    """JPEG byte tensors (on the CPU) -> (3, H, W) uint8 RGB images on ``device``: one nvJPEG call on CUDA."""
-    if _torchcodec_decode_jpeg is not None:
-        return _torchcodec_decode_jpeg(list(jpegs), mode="RGB", device=device)
+    """JPEG byte tensors (on the CPU) -> (3, H, W) uint8 RGB images on ``device``: one nvJPEG call on CUDA.
+
+    A TorchCodec built without CUDA fails on a GPU: torchvision's nvJPEG decodes then, from that batch on.
+    """
+    global _torchcodec_on_cuda
+    on_cuda = torch.device(device).type == "cuda"
+    if _torchcodec_decode_jpeg is not None and not (on_cuda and _torchcodec_on_cuda is False):
+        try:
+            images = _torchcodec_decode_jpeg(list(jpegs), mode="RGB", device=device)
+        except RuntimeError:
+            if not on_cuda or _torchcodec_on_cuda:
+                raise
+            _torchcodec_on_cuda = False
+        else:
+            _torchcodec_on_cuda = _torchcodec_on_cuda or on_cuda or None
+            return images
     from torchvision.io import ImageReadMode, decode_jpeg
 
     return decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)

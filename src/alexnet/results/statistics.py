@@ -9,12 +9,12 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from scipy import stats
-
 
 def t_975(df: float) -> float:
     """Student's t 0.975 quantile (a two-sided 95% interval) for ``df`` degrees of freedom, Welch's fractional ones too."""
-    if df < 1:
+    from scipy import stats  # here: every train.py process imports the report (its Hydra callback)
+
+    if not df >= 1:  # NaN too
         raise ValueError(f"a t interval needs at least 1 degree of freedom, got {df}")
     return float(stats.t.ppf(0.975, df))
 

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from alexnet import metric_names, run_folder
 from alexnet.checkpoint import find_last
 from alexnet.data.manifest import count_classes
-from alexnet.errors import CheckpointError
+from alexnet.errors import CheckpointError, ConfigError
 from alexnet.training.hardware import auto_precision
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,20 @@ log = logging.getLogger(__name__)
 # allows them (hydra.cc/docs/advanced/execution_whitelist; without a list it warns, and Hydra 1.5 refuses).
 # The entry points pass it to ``hydra.main``; a config of your own classes: add their package here.
 TRUSTED_TARGETS = (
-    "alexnet.*",
+    "alexnet.model.*",
+    "alexnet.data.*",
+    "alexnet.parallel.*",
+    "alexnet.training.*",
+    "alexnet.checkpoint.AtomicCheckpointIO",
+    "alexnet.results.report.SweepReport",
     "torch.optim.*",  # optimizers and their schedulers
-    "lightning.pytorch.*",  # the Trainer, its callbacks and strategies
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.callbacks.*",
+    "lightning.pytorch.strategies.*",
     "datetime.timedelta",  # a strategy's timeout
     "optuna.samplers.*",
-    "optuna.pruners.*",
-)
+    "hydra_plugins.alexnet_lab.*",  # the project's launchers
+)  # tests/test_structure.py: every target in conf/ is one of these
 
 
 def run_name() -> str:
@@ -69,12 +76,12 @@ def run_name() -> str:
     rdzv = os.environ.get("TORCHELASTIC_RUN_ID")
     if rdzv and rdzv != "none":
         return f"torchrun-{rdzv}"
-    return start_time()
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
 @functools.cache
 def start_time() -> str:
-    """This process's start (``2026-12-04_21-52-39``), the same at every call: a sweep's folder and its study.
+    """The time of this process's first call (``2026-12-04_21-52-39``), the same at every later one: a sweep's folder.
 
     Hydra 1.4's ``${now:}`` is cached per config object, and the Optuna sweeper resolves the sweep's folder
     (its study's storage) in a copy of the config: a second later, the trials went to another folder.
@@ -233,13 +240,19 @@ def upgrade_optuna_study(database: Path) -> None:
 
     import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{database}", skip_compatibility_check=True)
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{database}", skip_compatibility_check=True, skip_table_creation=True
+    )  # as `optuna storage upgrade` opens it
     try:
         old, new = storage.get_current_version(), storage.get_head_version()
         if old == new:
             return
+        if old not in storage.get_all_versions():
+            raise ConfigError(f"{database} was made by a newer Optuna (schema {old}) than this one ({new}): "
+                              "upgrade optuna, or sweep into a new folder")  # fmt: skip
         backup = database.with_name(f"{database.name}.{old}.bak")
-        shutil.copy2(database, backup)
+        if not backup.exists():  # a retry after a failed upgrade keeps the file as it was first found
+            shutil.copy2(database, backup)
         storage.upgrade()
     finally:
         storage.remove_session()

@@ -40,7 +40,8 @@ def where_it_runs(trainer: L.Trainer) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'all')})"
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return f"CPU cores {','.join(map(str, cores)) or '?'} with {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU cores {','.join(map(str, cores)) or '?'} with {threads} thread{'s' if threads != 1 else ''}"
 
 
 def keep_freed_memory() -> bool:
@@ -62,6 +63,8 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(name)
         m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
+        # Some glibc versions cap the mmap threshold at 32 MiB: ask for the most, then settle for the cap.
+        mapped = bool(libc.mallopt(m_mmap_threshold, 1 << 30) or libc.mallopt(m_mmap_threshold, 32 << 20))
+        return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and mapped
     except (OSError, AttributeError):  # another C library (musl, macOS)
         return False

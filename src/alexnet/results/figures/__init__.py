@@ -480,7 +480,7 @@ def _datamodule(info: CheckpointInfo, data_root: str | None) -> Any:
     data["verify"] = False  # the run checked its images
     if not Path(data["root"]).expanduser().is_dir():
         raise DataError(f"the run's data {data['root']} does not exist: pass --data-root <where it is now>")
-    return instantiate(data)
+    return instantiate(data, _execution_whitelist_="alexnet.data.*")  # a checkpoint's config: data modules only
 
 
 def job_figures(
