@@ -75,11 +75,11 @@ def main() -> int:
         print(f"error: no wheels in {args.wheels}: run benchmarks/download_wheels.sh first", file=sys.stderr)
         return 2
     machine = machine_packages(args.packages)
-    with tempfile.TemporaryDirectory() as stand_ins:
+    with tempfile.TemporaryDirectory() as stand_ins, tempfile.TemporaryDirectory() as target:
         for name, version in machine.items():
             stand_in_wheel(Path(stand_ins), name, version)
-        command = [
-            sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed", "--no-index",
+        command = [  # --target: pip before 23 takes another platform's options only with it
+            sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--target", target, "--no-index",
             "--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp",
             "--platform", "manylinux2014_x86_64", "--find-links", str(args.wheels), "--find-links", stand_ins,
             *CARRIED, *(f"{name}=={version}" for name, version in machine.items()),
