@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from alexnet.metric_names import TRAIN_SAMPLES_PER_SEC
 from alexnet.model import AlexNet
-from alexnet.training.hardware import keep_freed_memory
+from alexnet.training.hardware import keep_freed_memory, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository (train.py, conf/)
 Row = dict[str, Any]
@@ -342,7 +342,7 @@ def bench_input(device: str, images: int | Path) -> list[Row]:
     from alexnet.data.transforms import RESIZE, RandomCropFlip, resize_and_centre_crop
 
     rows: list[Row] = []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(usable_cores())
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"

@@ -31,7 +31,7 @@ def decode_rgb(data: Tensor) -> Tensor:
     return decode_jpeg(data, mode=ImageReadMode.RGB)
 
 
-_torchcodec_on_cuda: bool | None = None  # None: not tried yet; False: this TorchCodec build has no nvJPEG
+_torchcodec_failed_on_cuda = False  # this TorchCodec build has no nvJPEG: torchvision's decodes on CUDA
 
 
 def decode_rgb_batch(jpegs: Sequence[Tensor], device: torch.device | str) -> list[Tensor]:
@@ -39,18 +39,15 @@ def decode_rgb_batch(jpegs: Sequence[Tensor], device: torch.device | str) -> lis
 
     A TorchCodec built without CUDA fails on a GPU: torchvision's nvJPEG decodes then, from that batch on.
     """
-    global _torchcodec_on_cuda
+    global _torchcodec_failed_on_cuda
     on_cuda = torch.device(device).type == "cuda"
-    if _torchcodec_decode_jpeg is not None and not (on_cuda and _torchcodec_on_cuda is False):
+    if _torchcodec_decode_jpeg is not None and not (on_cuda and _torchcodec_failed_on_cuda):
         try:
-            images = _torchcodec_decode_jpeg(list(jpegs), mode="RGB", device=device)
+            return _torchcodec_decode_jpeg(list(jpegs), mode="RGB", device=device)
         except RuntimeError:
-            if not on_cuda or _torchcodec_on_cuda:
+            if not on_cuda:
                 raise
-            _torchcodec_on_cuda = False
-        else:
-            _torchcodec_on_cuda = _torchcodec_on_cuda or on_cuda or None
-            return images
+            _torchcodec_failed_on_cuda = True
     from torchvision.io import ImageReadMode, decode_jpeg
 
     return decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)

@@ -129,6 +129,9 @@ class SubtractMean(nn.Module):
         mean = torch.as_tensor(mean, dtype=torch.float32)
         self.register_buffer("mean", mean[:, None, None] if mean.dim() == 1 else mean)
         self.input_scale = input_scale
+        # from_uint8's operands, made once: the mean at the input's scale, and mirrored for reflected patches
+        self.register_buffer("_scaled_mean", self.mean * input_scale, persistent=False)
+        self.register_buffer("_mirrored_mean", self._scaled_mean.flip(-1), persistent=False)
 
     @property
     def per_pixel(self) -> bool:
@@ -149,11 +152,9 @@ class SubtractMean(nn.Module):
         ~0.1 ms an image on one core where the gather and whole-batch passes took ~1.2 ms (benchmarks/bench.py).
         ``shift``: (N, 3) colour offsets (:meth:`PCALighting.shift`) at pixel scale [0, 1].
         """
-        scale = self.input_scale
-        mean = self.mean * scale
+        scale, mean, mirrored = self.input_scale, self._scaled_mean, self._mirrored_mean
         height, width = images.shape[-2:]
         cut = self.per_pixel and mean.shape[-2:] != (height, width)
-        mirrored = mean.flip(-1) if cut and bool(crop[:, 2].any()) else None
         offsets = (shift * scale)[:, :, None, None] if shift is not None else torch.zeros(len(images), 3, 1, 1)
         if not self.per_pixel:
             offsets, mean = offsets - mean, None  # a per-channel mean is one more offset
@@ -232,12 +233,13 @@ class BatchTransform(nn.Module):
                 images = crop_batch(images, crop, CROP)
         else:
             images = batch["image"]
-        shift = self.lighting.shift(batch["lighting"]) if self.lighting is not None and "lighting" in batch else None
+        lit = self.lighting is not None and "lighting" in batch
         if images.device.type == "cpu" and not ten_patches:
+            shift = self.lighting.shift(batch["lighting"]) if lit else None
             return self.normalization.from_uint8(images, crop, shift)
         x = images.float().div_(255)  # [0, 1], the scale of the statistics
-        if shift is not None:
-            x = x + shift[:, :, None, None]
+        if lit:
+            x = self.lighting(x, batch["lighting"])
         x = self.normalization(x, crop)
         if ten_patches:  # (N, 3, 256, 256) -> ten (N, 3, 227, 227) -> (N, 10, 3, 227, 227)
             x = torch.stack(TF.ten_crop(x, [CROP, CROP]), dim=1)

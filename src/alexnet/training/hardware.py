@@ -34,14 +34,18 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity: a SLURM allocation's, a pinned job's)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def where_it_runs(trainer: L.Trainer) -> str:
     """The devices this process trains on, as the log states them: its GPU, or its CPU cores and threads."""
     device = trainer.strategy.root_device
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'all')})"
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     threads = torch.get_num_threads()
-    return f"CPU cores {','.join(map(str, cores)) or '?'} with {threads} thread{'s' if threads != 1 else ''}"
+    return f"CPU cores {','.join(map(str, usable_cores()))} with {threads} thread{'s' if threads != 1 else ''}"
 
 
 def keep_freed_memory() -> bool:

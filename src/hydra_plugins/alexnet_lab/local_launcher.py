@@ -46,15 +46,14 @@ def device_groups(devices: Sequence[int] | None, devices_per_job: Any, cuda: boo
     CPU cores as the operating system numbers them, among those this process may run on.
     """
     from alexnet.errors import ConfigError
+    from alexnet.training.hardware import usable_cores
 
     if cuda:
         import torch
 
         available = list(range(torch.cuda.device_count()))
     else:
-        available = (
-            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-        )
+        available = usable_cores()
     kind = "GPUs" if cuda else "CPU cores"
     chosen = available if devices is None else list(devices)
     if len(set(chosen)) != len(chosen) or not set(chosen) <= set(available):
